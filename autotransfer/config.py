@@ -1,0 +1,62 @@
+"""The search configuration: one dataclass instead of fifty keyword arguments."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass
+class SearchConfig:
+    data: str
+    task: Optional[str] = None
+    output: str = "autotransfer-out"
+    n_trials: Optional[int] = 20
+    timeout: Optional[float] = None
+    backbones: Optional[list[str]] = None
+    strategies: Optional[list[str]] = None
+    storage: Optional[str] = None
+    study_name: str = "autotransfer"
+    device: str = "auto"
+    seed: int = 0
+    target_unlabeled: Optional[str] = None
+    #: side of the square images are resized to; None uses each backbone's native size
+    image_size: Optional[int] = None
+    #: epochs are searched from 1 to this
+    max_epochs: int = 10
+    #: batch sizes the search may choose from (capped by the training set)
+    batch_sizes: tuple[int, ...] = (16, 32, 64, 128)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    #: reuse frozen activations across epochs and trials
+    cache: bool = True
+    pruning: bool = True
+    #: run the random-init reference (``scratch``) once, to tell whether transfer helped
+    reference: bool = True
+    #: build every backbone with random weights (to measure what pretraining gives)
+    random_init: bool = False
+    plugins: list[str] = field(default_factory=list)
+    #: text tasks: column names when they cannot be detected
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    max_length: Optional[int] = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbones, str):
+            self.backbones = [b for b in self.backbones.split(",") if b]
+        if isinstance(self.strategies, str):
+            self.strategies = [s for s in self.strategies.split(",") if s]
+        self.batch_sizes = tuple(self.batch_sizes)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.output)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

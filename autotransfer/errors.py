@@ -1,0 +1,13 @@
+"""Errors the user can act on. The CLI prints them as one line, never a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input: the message names the file or field and what to do."""
+
+
+class PluginError(UserError):
+    """A plugin misbehaved: the message names the plugin."""
+
+
+class TrialFailed(Exception):
+    """A trial failed for a recorded reason; the search goes on."""

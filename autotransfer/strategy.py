@@ -1,0 +1,89 @@
+"""What a strategy's ``prepare`` returns, and the helpers strategies share.
+
+Everything here works through the backbone surface (ordered layer groups), never through a
+library's classes, so one strategy serves image and text backbones alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy may look at when it suggests knobs and prepares a model."""
+
+    backbone_name: str
+    modality: str
+    n_groups: int
+    max_epochs: int
+    #: extra data streams the search has (``target`` for unlabelled target-domain inputs)
+    streams: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    """How a trial trains: parameter groups with learning-rate scales, and optional extras.
+
+    ``frozen_prefix`` counts the leading layer groups that never train: their activations may be
+    computed once and cached. ``extra_loss(model, batch) -> tensor`` adds a term to the task loss
+    (domain adaptation). ``on_epoch_start(model, epoch)`` may change what trains over time, and then
+    ``frozen_prefix`` must be the part frozen for the whole trial. ``export(model)`` returns the plain
+    ``TransferModel`` to save (merging adapters).
+    """
+
+    param_groups: list[dict]
+    frozen_prefix: int = 0
+    extra_loss: Optional[Callable[..., Any]] = None
+    on_epoch_start: Optional[Callable[[nn.Module, int], None]] = None
+    export: Optional[Callable[[nn.Module], nn.Module]] = None
+    model: Optional[nn.Module] = None
+    #: extra streams the trainer must feed ``extra_loss`` (``target``)
+    needs: tuple[str, ...] = ()
+    notes: dict = field(default_factory=dict)
+
+
+def set_trainable(model, first_group: int) -> None:
+    """Freeze the backbone's layer groups below ``first_group``; train the rest and the head."""
+    backbone = model.backbone
+    for index, params in enumerate(backbone.group_parameters()):
+        for p in params:
+            p.requires_grad_(index >= first_group)
+    for p in backbone.ungrouped_parameters():
+        p.requires_grad_(first_group == 0)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+
+
+def layerwise_groups(model, first_group: int, *, layer_decay: float = 1.0, head_lr_mult: float = 1.0,
+                     only: Optional[Callable[[str, nn.Parameter], bool]] = None) -> list[dict]:
+    """Optimiser groups: the head at ``head_lr_mult``; backbone group i at ``layer_decay ** (top - i)``.
+
+    With ``layer_decay`` 1.0 every backbone group shares one rate. ``only`` filters parameters
+    (BitFit keeps biases). Groups with no trainable parameter are left out.
+    """
+    backbone = model.backbone
+    n = len(backbone.layer_groups)
+    names = {id(p): name for name, p in backbone.named_parameters()}
+    groups = [{"params": [p for p in model.head.parameters()], "lr_scale": head_lr_mult, "name": "head"}]
+    for index in range(first_group, n):
+        params = [p for p in backbone.group_parameters()[index]
+                  if p.requires_grad and (only is None or only(names[id(p)], p))]
+        if params:
+            groups.append({"params": params, "lr_scale": layer_decay ** (n - 1 - index), "name": f"group{index}"})
+    loose = [p for p in backbone.ungrouped_parameters() if p.requires_grad and (only is None or only(names[id(p)], p))]
+    if loose:
+        groups.append({"params": loose, "lr_scale": layer_decay ** n, "name": "ungrouped"})
+    return groups
+
+
+def freeze_norm_statistics(module: nn.Module) -> None:
+    """Keep normalisation layers whose parameters are all frozen in eval mode (running stats fixed)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()

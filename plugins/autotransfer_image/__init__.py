@@ -1,0 +1,210 @@
+"""Image classification: a folder per class of image files, any size, grey or colour.
+
+Files are decoded once per preprocessing (size, interpolation) into a uint8 tensor; normalisation
+and augmentation run on tensors, on the training device.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from autotransfer import hookimpl
+from autotransfer.errors import UserError
+from autotransfer.specs import IMAGE, TaskSpec
+
+__version__ = "0.1.0"
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, sorted, following directory links once (no loops)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
+    return sorted(found)
+
+
+def detect(path: str) -> bool:
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    return any(_walk_images(d)[:1] for d in _class_dirs(root)[:50])
+
+
+def _check_image(path: Path) -> str | None:
+    """None when the file decodes, else the reason."""
+    from PIL import Image
+
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.load()
+        return None
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def load(path: str, config=None):
+    from autotransfer.data import Dataset
+
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"{path}: no such folder; give a folder with one sub-folder of images per class")
+    if not root.is_dir():
+        raise UserError(f"{path}: not a folder; give a folder with one sub-folder of images per class")
+    class_dirs = _class_dirs(root)
+    if not class_dirs:
+        raise UserError(f"{path}: no class folders; put each class's images in a sub-folder named after it")
+    files, labels, classes = [], [], []
+    for class_dir in class_dirs:
+        images = _walk_images(class_dir)
+        if not images:
+            raise UserError(f"{class_dir}: class folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
+        classes.append(class_dir.name)
+        files += images
+        labels += [len(classes) - 1] * len(images)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        problems = list(pool.map(_check_image, files))
+    notes, kept_files, kept_labels = [], [], []
+    for file, label, problem in zip(files, labels, problems):
+        if problem:
+            notes.append(f"skipped corrupt image {file} ({problem})")
+        else:
+            kept_files.append(file)
+            kept_labels.append(label)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if len(classes) >= 2 and len(notes) == len(files):
+        raise UserError(f"{path}: none of the {len(files)} images could be decoded; check the files")
+    dataset = Dataset(
+        root=str(root.resolve()),
+        task="image-classification",
+        modality=IMAGE,
+        items=[f.relative_to(root).as_posix() for f in kept_files],
+        labels=kept_labels,
+        classes=classes,
+        encode=lambda indices, preprocessing: encode_files([kept_files[i] for i in indices], preprocessing),
+        prepare=prepare,
+        notes=notes,
+    )
+    from autotransfer.data import check_labels
+
+    check_labels(dataset, str(path))
+    return dataset
+
+
+def load_unlabeled(paths, config=None):
+    """Files or folders (flat or nested) of images, for prediction or an unlabelled target domain."""
+    from autotransfer.data import Dataset
+
+    files = []
+    for ref in paths:
+        p = Path(ref)
+        if p.is_dir():
+            files += _walk_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"{ref}: no such file or folder")
+    if not files:
+        raise UserError(f"{', '.join(map(str, paths))}: no image files found")
+    bad = [(f, r) for f in files if (r := _check_image(f))]
+    if bad:
+        raise UserError(f"{bad[0][0]}: cannot decode image ({bad[0][1]}); remove or replace it")
+    return Dataset(
+        root="", task="image-classification", modality=IMAGE, items=[str(f) for f in files], labels=None,
+        classes=[], encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
+        prepare=prepare,
+    )
+
+
+def _decode(path: Path, size: int, interpolation: str):
+    import numpy as np
+    from PIL import Image
+
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
+        interpolation, Image.BICUBIC)
+    with Image.open(path) as image:
+        image = image.convert("RGB").resize((size, size), resample)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def encode_files(files, preprocessing):
+    """Decode and resize every file once: a uint8 tensor (N, 3, S, S)."""
+    import numpy as np
+    import torch
+
+    size = int(preprocessing["image_size"])
+    interpolation = preprocessing.get("interpolation", "bicubic")
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        arrays = list(pool.map(lambda f: _decode(f, size, interpolation), files))
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def prepare(batch, preprocessing, train=False, augment="off"):
+    """uint8 batch on the device -> normalised float, augmented on tensors when training."""
+    import torch
+
+    x = batch.float().div_(255)
+    if train and augment != "off":
+        x = augment_batch(x, strong=augment == "strong")
+    mean = torch.tensor(preprocessing["mean"], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def augment_batch(x, strong: bool):
+    """Random shifts and scale (and, when strong, colour jitter), batched on the device. No flips:
+    they change the meaning of digits and text in images."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    scale = 1 + (torch.rand(n, device=x.device) - 0.5) * (0.3 if strong else 0.1)
+    shift = (torch.rand(n, 2, device=x.device) - 0.5) * (0.3 if strong else 0.15)
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    if strong:
+        brightness = 1 + (torch.rand(n, 1, 1, 1, device=x.device) - 0.5) * 0.4
+        contrast = 1 + (torch.rand(n, 1, 1, 1, device=x.device) - 0.5) * 0.4
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * contrast + mean) * brightness
+        x = x.clamp(0, 1)
+    return x
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec(
+        name="image-classification",
+        modality=IMAGE,
+        description="a folder per class of image files (png, jpg, ...), any size, grey or colour",
+        detect=detect,
+        load=load,
+        load_unlabeled=load_unlabeled,
+        layouts=("DATA/CLASS_NAME/IMAGE_FILE",),
+    ))

@@ -1,0 +1,69 @@
+"""Shared fixtures: real demo datasets written as files, and the CLI run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from autotransfer.cli import main
+from autotransfer.plugins import reset_host
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# small, fast, still real: EfficientNet-Lite0 at 64 px on 30 digits per class
+FAST = ["--image-size", "64", "--backbones", "tf_efficientnet_lite0", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins():
+    """Plugins a test loads do not leak into the next test."""
+    yield
+    reset_host()
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    from autotransfer.demo import export_digits
+
+    return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=30)
+
+
+@pytest.fixture
+def digits_copy(digits, tmp_path) -> Path:
+    """A private copy a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(digits, tmp_path / "digits"))
+
+
+def cli(*args: str, expect: int | None = 0):
+    """Run the CLI in-process, as a user types it; returns click's result."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+def cli_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autotransfer.cli", *map(str, args)], capture_output=True,
+                          text=True, **kwargs)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def digits_search(digits, tmp_path_factory) -> Path:
+    """One real search of 6 trials, shared by the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("search") / "out"
+    result = CliRunner().invoke(main, ["search", str(digits), "-o", str(out), "--n-trials", "6", "--max-epochs", "3",
+                                       *FAST], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    reset_host()
+    return out
