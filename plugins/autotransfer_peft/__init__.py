@@ -1,0 +1,3 @@
+"""Parameter-efficient strategies: LoRA and BitFit."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Text classification task."""
+
+__version__ = "0.1.0"
