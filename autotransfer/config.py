@@ -21,6 +21,10 @@ class SearchConfig:
     device: str = "auto"
     seed: int = 0
     target_unlabeled: Optional[str] = None
+    #: labelled target data, reported beside the search, never optimised on
+    target_eval: Optional[str] = None
+    #: related labelled tasks for ``multitask`` (same task type as DATA)
+    aux_tasks: list[str] = field(default_factory=list)
     #: side of the square images are resized to; None uses each backbone's native size
     image_size: Optional[int] = None
     #: epochs are searched from 1 to this

@@ -60,7 +60,9 @@ class Progress:
         if best is None:
             self._print("no trial completed; see leaderboard.csv for the reasons")
             return
-        test = f", test {best['metric']} {best['test_metric']:.4f}" if best["test_metric"] is not None else ""
+        test = f", test {best['test_metric_name']} {best['test_metric']:.4f}" if best["test_metric"] is not None else ""
+        if "target_accuracy" in best:
+            test += f", target accuracy {best['target_accuracy']:.4f} (reported, not optimised)"
         self._print(f"best: trial {best['trial']} {best['backbone']} / {best['strategy']}: "
                     f"val {best['metric']} {best['val_metric']:.4f}{test}")
         self._print(f"  {best['verdict']}")

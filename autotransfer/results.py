@@ -126,9 +126,12 @@ def finalize_best(search) -> Optional[dict]:
         "backbone": info["backbone"],
         "strategy": info["strategy"],
         "params": best.params,
-        "metric": search.task.metric,
+        "metric": search.metric,
         "val_metric": best.value,
         "test_metric": test_metric,
+        "test_metric_name": search.task.metric,
+        **{key: best.user_attrs[key] for key in ("source_val_accuracy", "target_im", "target_accuracy")
+           if key in best.user_attrs},
         "n_train": len(search.split["train"]),
         "n_val": len(search.split["val"]),
         "n_test": n_test,

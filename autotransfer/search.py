@@ -85,10 +85,12 @@ def pick_strategies(host: Host, config: SearchConfig, modality: str) -> list[Str
                 raise UserError(f"--strategies {s.name}: does not apply to {modality} data")
             if s.needs_target and not has_target:
                 raise UserError(f"--strategies {s.name}: needs unlabelled target data; pass --target-unlabeled DIR")
+            if s.needs_aux and not config.aux_tasks:
+                raise UserError(f"--strategies {s.name}: needs related labelled tasks; pass --aux-task DIR")
         return specs
     specs = [registry.get("strategies", n) for n in registry.names("strategies")]
     return [s for s in specs if s.default and s.name != REFERENCE and modality in s.modalities
-            and (has_target or not s.needs_target)]
+            and (has_target or not s.needs_target) and (config.aux_tasks or not s.needs_aux)]
 
 
 @dataclass
@@ -126,6 +128,15 @@ class Search:
             if self.task.load_unlabeled is None:
                 raise UserError(f"--target-unlabeled: task {self.task.name} cannot read unlabelled data")
             self.target = self.task.load_unlabeled([config.target_unlabeled], config)
+        self.target_eval: Optional[Dataset] = None
+        if config.target_eval:
+            self.target_eval = self._load_labelled(config.target_eval, "--target-eval", same_classes=True)
+        self.aux = [self._load_labelled(path, "--aux-task") for path in config.aux_tasks]
+        self.metric = self.task.metric
+        if self.target is not None:
+            from .validation import METRIC
+
+            self.metric = METRIC
         self.device = resolve_device(config.device)
         self.out = config.out_dir
         self.out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +144,20 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = self._open_study()
         self.split = self._split()
+
+    def _load_labelled(self, path: str, option: str, same_classes: bool = False) -> Dataset:
+        if not Path(path).exists():
+            raise UserError(f"{option} {path}: no such file or folder")
+        dataset = self.task.load(path, self.config)
+        if same_classes:
+            unknown = sorted(set(dataset.classes) - set(self.dataset.classes))
+            if unknown:
+                raise UserError(f"{option} {path}: classes {', '.join(unknown)} are not in {self.config.data}; "
+                                "use the same class names")
+            position = {name: i for i, name in enumerate(self.dataset.classes)}
+            dataset.labels = [position[dataset.classes[label]] for label in dataset.labels]
+            dataset.classes = list(self.dataset.classes)
+        return dataset
 
     # the study -----------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
@@ -199,18 +224,25 @@ class Search:
             preprocessing["max_length"] = self.config.max_length
         return preprocessing
 
+    def _encoded(self, dataset: Dataset, preprocessing: dict, prep_key: tuple):
+        """Every example of ``dataset`` decoded once per preprocessing, on the device."""
+        from . import cache
+        from .train import to_device
+
+        return cache.inputs.get(
+            ("inputs", dataset.fingerprint(), prep_key, str(self.device)),
+            lambda: to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device),
+        )
+
     def streams(self, preprocessing: dict, names=("train", "val")) -> dict:
+        """The main task's splits, plus every extra stream the search has (target, aux tasks)."""
         import torch
 
-        from . import cache
-        from .train import Stream, take, to_device
+        from .train import Stream, take
 
         prep_key = tuple(sorted((k, str(v)) for k, v in preprocessing.items()))
         fingerprint = self.dataset.fingerprint()
-        encoded = cache.inputs.get(
-            ("inputs", fingerprint, prep_key, str(self.device)),
-            lambda: to_device(self.dataset.encode(list(range(len(self.dataset))), preprocessing), self.device),
-        )
+        encoded = self._encoded(self.dataset, preprocessing, prep_key)
         labels = torch.tensor(self.dataset.labels, device=self.device)
         out = {}
         for name in names:
@@ -218,11 +250,20 @@ class Search:
             split_key = (fingerprint, name, len(index), hash(tuple(self.split[name])))
             out[name] = Stream(inputs=take(encoded, index), labels=labels[index], key=split_key)
         if self.target is not None:
-            target = cache.inputs.get(
-                ("target", self.target.fingerprint(), prep_key, str(self.device)),
-                lambda: to_device(self.target.encode(list(range(len(self.target))), preprocessing), self.device),
-            )
-            out["target"] = Stream(inputs=target, labels=None, key=("target", self.target.fingerprint()))
+            target = self._encoded(self.target, preprocessing, prep_key)
+            key = ("target", self.target.fingerprint())
+            out["target"] = Stream(inputs=target, labels=None, key=key)
+            # the label-free validator looks at a fixed, seeded sample of target inputs
+            n = len(self.target)
+            sample = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))[:1000].sort().values
+            out["target_val"] = Stream(inputs=take(target, sample.to(self.device)), labels=None, key=(*key, "val"))
+        if self.target_eval is not None:
+            out["target_eval"] = Stream(inputs=self._encoded(self.target_eval, preprocessing, prep_key),
+                                        labels=torch.tensor(self.target_eval.labels, device=self.device),
+                                        key=("target_eval", self.target_eval.fingerprint()))
+        for i, aux in enumerate(self.aux):
+            out[f"aux{i}"] = Stream(inputs=self._encoded(aux, preprocessing, prep_key),
+                                    labels=torch.tensor(aux.labels, device=self.device), key=("aux", aux.fingerprint()))
         return out
 
     # one trial -----------------------------------------------------------------------------
@@ -256,7 +297,9 @@ class Search:
         backbone = backbone_spec.build(pretrained=pretrained)
         context = StrategyContext(
             backbone_name=backbone_name, modality=self.modality, n_groups=len(backbone.layer_groups),
-            max_epochs=config.max_epochs, streams=("target",) if self.target is not None else (),
+            max_epochs=config.max_epochs,
+            streams=(("target",) if self.target is not None else ()) + tuple(f"aux{i}" for i in range(len(self.aux))),
+            aux_classes=tuple(len(a.classes) for a in self.aux),
         )
         knobs = strategy.suggest(trial, context)
         model = TransferModel(backbone, len(self.dataset.classes))
@@ -278,8 +321,18 @@ class Search:
             seed=config.seed + getattr(trial, "number", 0),
             **{k: v for k, v in plan.notes.get("train", {}).items()},
         )
+        missing = [name for name in plan.needs if name not in streams]
+        if missing:
+            raise UserError(f"strategy {strategy.name} needs data streams {missing}; "
+                            "pass --target-unlabeled DIR (target) or --aux-task DIR (aux)")
+        score = None
+        if self.target is not None:
+            from .validation import label_free_score
+
+            score = label_free_score
         trainer = Trainer(model, plan, train_config, streams["train"], streams["val"],
-                          target=streams.get("target") if "target" in plan.needs else None)
+                          extras={name: streams[name] for name in plan.needs}, score=score,
+                          target_val=streams.get("target_val"), target_eval=streams.get("target_eval"))
         return trainer, {"backbone": backbone_name, "strategy": strategy.name, "preprocessing": preprocessing}
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -293,6 +346,8 @@ class Search:
             def report(epoch: int, metric: float, extra: dict) -> None:
                 trial.report(metric, epoch)
                 trial.set_user_attr("epochs_run", epoch)
+                for key, value in extra.items():
+                    trial.set_user_attr(key, value)
                 if not reference and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
 
@@ -321,6 +376,10 @@ class Search:
             raise TrialFailed(reason) from exc
         finally:
             trial.set_user_attr("duration_s", round(time.time() - started, 2))
+        if trainer.target_eval is not None:
+            # true target accuracy, beside the search: recorded, never returned to the optimiser
+            trial.set_user_attr("target_accuracy", trainer.evaluate(trainer._boundary(trainer.target_eval),
+                                                                    trainer.target_eval.labels))
         self._keep_if_best(trial, trainer, metric, info)
         return metric
 
@@ -348,7 +407,7 @@ class Search:
         done = self.counted_trials()
         remaining = None if config.n_trials is None else max(0, config.n_trials - done)
         progress = Progress(total=config.n_trials, already=done, timeout=config.timeout, quiet=config.quiet,
-                            metric=self.task.metric)
+                            metric=self.metric)
         progress.start(self)
         try:
             if remaining != 0:

@@ -55,6 +55,8 @@ class StrategySpec:
     pretrained: bool = True
     #: needs unlabelled target-domain data (domain adaptation)
     needs_target: bool = False
+    #: needs related labelled tasks (multi-task)
+    needs_aux: bool = False
     #: searched by default (when its needs are met)
     default: bool = True
 

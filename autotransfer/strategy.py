@@ -20,8 +20,11 @@ class StrategyContext:
     modality: str
     n_groups: int
     max_epochs: int
-    #: extra data streams the search has (``target`` for unlabelled target-domain inputs)
+    #: extra data streams the search has (``target`` for unlabelled target-domain inputs,
+    #: ``aux0``, ``aux1``... for related labelled tasks)
     streams: tuple[str, ...] = ()
+    #: number of classes of each auxiliary task, in stream order
+    aux_classes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -29,8 +32,10 @@ class Plan:
     """How a trial trains: parameter groups with learning-rate scales, and optional extras.
 
     ``frozen_prefix`` counts the leading layer groups that never train: their activations may be
-    computed once and cached. ``extra_loss(model, batch) -> tensor`` adds a term to the task loss
-    (domain adaptation). ``on_epoch_start(model, epoch)`` may change what trains over time, and then
+    computed once and cached. ``extra_loss(model, source_features, extras, progress) -> tensor``
+    adds a term to the task loss; ``extras`` maps each stream named in ``needs`` (``target``,
+    ``aux0``...) to ``(features, labels or None)`` for a batch the size of the source batch, and
+    ``progress`` runs from 0 to 1 over the trial (for schedules). ``on_epoch_start(model, epoch)`` may change what trains over time, and then
     ``frozen_prefix`` must be the part frozen for the whole trial. ``export(model)`` returns the plain
     ``TransferModel`` to save (merging adapters).
     """
@@ -87,3 +92,35 @@ def freeze_norm_statistics(module: nn.Module) -> None:
             params = list(m.parameters(recurse=False))
             if params and not any(p.requires_grad for p in params):
                 m.eval()
+
+
+def suggest_fine_tune(trial, prefix: str, n_groups: int, *, freeze: bool = False) -> dict:
+    """Knobs every fine-tuning strategy shares: layer-wise rate decay, the head's rate multiplier
+    and, when ``freeze``, how many layer groups stay frozen (0 fine-tunes everything)."""
+    knobs = {
+        "layer_decay": trial.suggest_float(f"{prefix}.layer_decay", 0.5, 1.0),
+        "head_lr_mult": trial.suggest_float(f"{prefix}.head_lr_mult", 1.0, 100.0, log=True),
+    }
+    if freeze:
+        knobs["freeze_depth"] = trial.suggest_int(f"{prefix}.freeze_depth", 0, max(0, n_groups - 1))
+    return knobs
+
+
+def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
+    """Freeze below ``first_group`` and build layer-wise optimiser groups from the shared knobs."""
+    set_trainable(model, first_group)
+    groups = layerwise_groups(model, first_group, layer_decay=knobs.get("layer_decay", 1.0),
+                              head_lr_mult=knobs.get("head_lr_mult", 1.0))
+    return Plan(param_groups=groups, frozen_prefix=first_group)
+
+
+def without_modules(*names: str) -> Callable[[nn.Module], nn.Module]:
+    """An ``export`` that drops training-only submodules (discriminators, auxiliary heads)."""
+
+    def export(model: nn.Module) -> nn.Module:
+        for name in names:
+            if hasattr(model, name):
+                delattr(model, name)
+        return model
+
+    return export

@@ -70,7 +70,14 @@ class Trainer:
     config: TrainConfig
     train: Stream
     val: Stream
-    target: Optional[Stream] = None
+    #: extra streams a strategy asked for: ``target`` (unlabelled), ``aux0``, ``aux1``... (labelled)
+    extras: dict = field(default_factory=dict)
+    #: label-free model selection: ``score(val_accuracy, target_logits) -> (metric, details)``
+    score: Optional[Callable[[float, torch.Tensor], tuple]] = None
+    #: unlabelled target inputs the score looks at (never their labels)
+    target_val: Optional[Stream] = None
+    #: labelled target data, evaluated after training for the record, never for selection
+    target_eval: Optional[Stream] = None
     #: called after each epoch with (epoch, validation metric, extra metrics); may raise TrialPruned
     report: Optional[Callable[[int, float, dict], None]] = None
     history: list = field(default_factory=list)
@@ -132,7 +139,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         train_x = self._boundary(self.train)
         val_x = self._boundary(self.val)
-        target_x = self._boundary(self.target) if self.target is not None else None
+        extras_x = {name: (self._boundary(stream), stream.labels) for name, stream in self.extras.items()}
+        target_val_x = self._boundary(self.target_val) if self.target_val is not None else None
         self.optimizer = torch.optim.AdamW(
             [{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in self.plan.param_groups],
             lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -145,11 +153,16 @@ class Trainer:
         for epoch in range(cfg.epochs):
             if self.plan.on_epoch_start is not None:
                 self.plan.on_epoch_start(self.model, epoch)
-            loss = self.run_epoch(train_x, target_x, epoch)
+            loss = self.run_epoch(train_x, extras_x, epoch)
             metric = self.evaluate(val_x, self.val.labels)
-            self.history.append({"epoch": epoch + 1, "train_loss": loss, "val_metric": metric})
+            details = {"train_loss": loss}
+            if self.score is not None:
+                details["source_val_accuracy"] = metric
+                metric, more = self.score(metric, self.predict_logits(target_val_x))
+                details |= more
+            self.history.append({"epoch": epoch + 1, "val_metric": metric, **details})
             if self.report is not None:
-                self.report(epoch + 1, metric, {"train_loss": loss})
+                self.report(epoch + 1, metric, details)
         return metric
 
     def _lr_factor(self, step: int) -> float:
@@ -161,12 +174,13 @@ class Trainer:
         progress = (step - warmup) / max(1, self.total_steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    def run_epoch(self, train_x: Any, target_x: Any, epoch: int) -> float:
+    def run_epoch(self, train_x: Any, extras_x: dict, epoch: int) -> float:
         self.model.train()
         freeze_norm_statistics(self.model)
         n = count(train_x)
-        order = torch.randperm(n, device=self.config.device)
-        target_order = torch.randperm(count(target_x), device=self.config.device) if target_x is not None else None
+        device = self.config.device
+        order = torch.randperm(n, device=device)
+        extra_orders = {name: torch.randperm(count(x), device=device) for name, (x, _) in extras_x.items()}
         total = torch.zeros((), device=self.config.device)
         batches = 0
         bs = self.config.batch_size
@@ -174,20 +188,22 @@ class Trainer:
             index = order[start:start + bs]
             if len(index) < 2 and n > 1:
                 continue  # a batch of one breaks batch norm
-            target_batch = None
-            if target_order is not None:
-                t_index = target_order[torch.arange(start, start + len(index), device=index.device) % len(target_order)]
-                target_batch = take(target_x, t_index)
-            total += self.train_step(take(train_x, index), self.train.labels[index], target_batch)
+            extra_batches = {}
+            for name, (x, labels) in extras_x.items():
+                # extra streams cycle alongside the source batches, the same size
+                e_order = extra_orders[name]
+                e_index = e_order[torch.arange(start, start + len(index), device=device) % len(e_order)]
+                extra_batches[name] = (take(x, e_index), labels[e_index] if labels is not None else None)
+            total += self.train_step(take(train_x, index), self.train.labels[index], extra_batches)
             batches += 1
         mean_loss = (total / max(1, batches)).item()
         if not math.isfinite(mean_loss):
             raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate is likely too high")
         return mean_loss
 
-    def train_step(self, batch: Any, labels: torch.Tensor, target_batch: Any = None) -> torch.Tensor:
+    def train_step(self, batch: Any, labels: torch.Tensor, extra_batches: Optional[dict] = None) -> torch.Tensor:
         with self.autocast:
-            loss = self.compute_loss(batch, labels, target_batch)
+            loss = self.compute_loss(batch, labels, extra_batches or {})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -195,14 +211,15 @@ class Trainer:
         self.step += 1
         return loss.detach().float()
 
-    def compute_loss(self, batch: Any, labels: torch.Tensor, target_batch: Any = None) -> torch.Tensor:
+    def compute_loss(self, batch: Any, labels: torch.Tensor, extra_batches: dict) -> torch.Tensor:
+        """Task loss, plus the strategy's extra term on the extra streams' features (and labels)."""
         source = self.features(batch, train=True)
         logits = self.model.classify_features(source)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
         if self.plan.extra_loss is not None:
-            target = self.features(target_batch, train=True) if target_batch is not None else None
+            extras = {name: (self.features(x, train=True), y) for name, (x, y) in extra_batches.items()}
             progress = self.step / max(1, self.total_steps)
-            loss = loss + self.plan.extra_loss(self.model, source, target, progress)
+            loss = loss + self.plan.extra_loss(self.model, source, extras, progress)
         return loss
 
     @torch.no_grad()

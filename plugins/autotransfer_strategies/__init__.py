@@ -8,41 +8,35 @@ from autotransfer.specs import StrategySpec
 __version__ = "0.1.0"
 
 
-def _fine_tune_knobs(trial, context, prefix: str) -> dict:
-    """Discriminative learning rates shared by every fine-tuning strategy."""
-    return {
-        "layer_decay": trial.suggest_float(f"{prefix}.layer_decay", 0.5, 1.0),
-        "head_lr_mult": trial.suggest_float(f"{prefix}.head_lr_mult", 1.0, 100.0, log=True),
-    }
-
-
-def _plan(model, first_group: int, layer_decay: float = 1.0, head_lr_mult: float = 1.0):
-    from autotransfer.strategy import Plan, layerwise_groups, set_trainable
-
-    set_trainable(model, first_group)
-    groups = layerwise_groups(model, first_group, layer_decay=layer_decay, head_lr_mult=head_lr_mult)
-    return Plan(param_groups=groups, frozen_prefix=first_group)
-
-
 def prepare_linear_probe(model, params, context):
-    return _plan(model, context.n_groups)
+    from autotransfer.strategy import fine_tune_plan
+
+    return fine_tune_plan(model, context.n_groups, {})
 
 
 def suggest_partial(trial, context):
+    from autotransfer.strategy import suggest_fine_tune
+
     knobs = {"freeze_depth": trial.suggest_int("partial-finetune.freeze_depth", 1, max(1, context.n_groups - 1))}
-    return knobs | _fine_tune_knobs(trial, context, "partial-finetune")
+    return knobs | suggest_fine_tune(trial, "partial-finetune", context.n_groups)
 
 
 def prepare_partial(model, params, context):
-    return _plan(model, params["freeze_depth"], params["layer_decay"], params["head_lr_mult"])
+    from autotransfer.strategy import fine_tune_plan
+
+    return fine_tune_plan(model, params["freeze_depth"], params)
+
+
+def suggest_full(trial, context):
+    from autotransfer.strategy import suggest_fine_tune
+
+    return suggest_fine_tune(trial, "full-finetune", context.n_groups)
 
 
 def prepare_full(model, params, context):
-    return _plan(model, 0, params["layer_decay"], params["head_lr_mult"])
+    from autotransfer.strategy import fine_tune_plan
 
-
-def prepare_scratch(model, params, context):
-    return _plan(model, 0)
+    return fine_tune_plan(model, 0, params)
 
 
 @hookimpl
@@ -64,13 +58,13 @@ def register_strategies(register):
         name="full-finetune",
         description="fine-tune every layer, with layer-wise learning-rate decay",
         prepare=prepare_full,
-        suggest=lambda trial, context: _fine_tune_knobs(trial, context, "full-finetune"),
+        suggest=suggest_full,
         lr_range=(1e-5, 1e-2),
     ))
     register(StrategySpec(
         name="scratch",
         description="the same architecture from random weights: the reference transfer must beat",
-        prepare=prepare_scratch,
+        prepare=lambda model, params, context: prepare_full(model, {}, context),
         lr_range=(1e-4, 1e-2),
         pretrained=False,
     ))
