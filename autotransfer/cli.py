@@ -58,6 +58,8 @@ def _split_list(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--target-unlabeled", type=click.Path(), help="Folder of unlabelled target-domain data.")
+@click.option("--target-eval", type=click.Path(), help="Labelled target data: accuracy reported beside, never optimised.")
+@click.option("--aux-task", "aux_tasks", multiple=True, type=click.Path(), help="A related labelled task for multitask (repeatable).")
 @click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
 @click.option("--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this.")
 @click.option("--no-cache", is_flag=True, help="Recompute frozen layers every epoch (to measure the cache).")
@@ -74,6 +76,7 @@ def search(ctx, data, no_cache, no_pruning, no_reference, **options):
     from .config import SearchConfig
     from .search import run_search
 
+    options["aux_tasks"] = list(options["aux_tasks"])
     config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
                           plugins=ctx.obj["plugins"], **options)
     result = run_search(config)
