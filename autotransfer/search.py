@@ -297,7 +297,7 @@ class Search:
         backbone = backbone_spec.build(pretrained=pretrained)
         context = StrategyContext(
             backbone_name=backbone_name, modality=self.modality, n_groups=len(backbone.layer_groups),
-            max_epochs=config.max_epochs,
+            max_epochs=config.max_epochs, epochs=epochs,
             streams=(("target",) if self.target is not None else ()) + tuple(f"aux{i}" for i in range(len(self.aux))),
             aux_classes=tuple(len(a.classes) for a in self.aux),
         )

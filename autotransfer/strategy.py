@@ -20,6 +20,8 @@ class StrategyContext:
     modality: str
     n_groups: int
     max_epochs: int
+    #: epochs this trial trains for
+    epochs: int = 1
     #: extra data streams the search has (``target`` for unlabelled target-domain inputs,
     #: ``aux0``, ``aux1``... for related labelled tasks)
     streams: tuple[str, ...] = ()
@@ -95,15 +97,22 @@ def freeze_norm_statistics(module: nn.Module) -> None:
 
 
 def suggest_fine_tune(trial, prefix: str, n_groups: int, *, freeze: bool = False) -> dict:
-    """Knobs every fine-tuning strategy shares: layer-wise rate decay, the head's rate multiplier
-    and, when ``freeze``, how many layer groups stay frozen (0 fine-tunes everything)."""
+    """Knobs every fine-tuning strategy shares: layer-wise rate decay (1.0: one rate for all), the
+    head's rate multiplier, warm-up, schedule, label smoothing and, when ``freeze``, how many layer
+    groups stay frozen (0 fine-tunes everything)."""
     knobs = {
         "layer_decay": trial.suggest_float(f"{prefix}.layer_decay", 0.5, 1.0),
         "head_lr_mult": trial.suggest_float(f"{prefix}.head_lr_mult", 1.0, 100.0, log=True),
+        "warmup_fraction": trial.suggest_float(f"{prefix}.warmup", 0.0, 0.3),
+        "schedule": trial.suggest_categorical(f"{prefix}.schedule", ["cosine", "constant"]),
+        "label_smoothing": trial.suggest_float(f"{prefix}.label_smoothing", 0.0, 0.2),
     }
     if freeze:
         knobs["freeze_depth"] = trial.suggest_int(f"{prefix}.freeze_depth", 0, max(0, n_groups - 1))
     return knobs
+
+
+TRAINING_KNOBS = ("warmup_fraction", "schedule", "label_smoothing")
 
 
 def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
@@ -111,7 +120,8 @@ def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
     set_trainable(model, first_group)
     groups = layerwise_groups(model, first_group, layer_decay=knobs.get("layer_decay", 1.0),
                               head_lr_mult=knobs.get("head_lr_mult", 1.0))
-    return Plan(param_groups=groups, frozen_prefix=first_group)
+    return Plan(param_groups=groups, frozen_prefix=first_group,
+                notes={"train": {k: knobs[k] for k in TRAINING_KNOBS if k in knobs}})
 
 
 def without_modules(*names: str) -> Callable[[nn.Module], nn.Module]:

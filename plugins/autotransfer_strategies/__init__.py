@@ -39,6 +39,31 @@ def prepare_full(model, params, context):
     return fine_tune_plan(model, 0, params)
 
 
+def suggest_gradual(trial, context):
+    from autotransfer.strategy import suggest_fine_tune
+
+    knobs = {"epochs_per_group": trial.suggest_int("gradual-unfreeze.epochs_per_group", 1, 3)}
+    return knobs | suggest_fine_tune(trial, "gradual-unfreeze", context.n_groups)
+
+
+def prepare_gradual(model, params, context):
+    """ULMFiT-style: the head trains alone first; every ``epochs_per_group`` epochs the next layer
+    group from the top joins. Groups that never unfreeze within the trial's epochs stay frozen
+    for good (and so can be cached)."""
+    from autotransfer.strategy import fine_tune_plan, set_trainable
+
+    n, pace = context.n_groups, params["epochs_per_group"]
+    never = n - min(n, (context.epochs - 1) // pace)
+    plan = fine_tune_plan(model, never, params)  # optimiser groups for all that will ever train
+
+    def on_epoch_start(model, epoch):
+        set_trainable(model, n - min(n, epoch // pace))
+
+    on_epoch_start(model, 0)
+    plan.on_epoch_start = on_epoch_start
+    return plan
+
+
 @hookimpl
 def register_strategies(register):
     register(StrategySpec(
@@ -59,6 +84,13 @@ def register_strategies(register):
         description="fine-tune every layer, with layer-wise learning-rate decay",
         prepare=prepare_full,
         suggest=suggest_full,
+        lr_range=(1e-5, 1e-2),
+    ))
+    register(StrategySpec(
+        name="gradual-unfreeze",
+        description="head first, then unfreeze layer groups from the top at a searched pace (ULMFiT)",
+        prepare=prepare_gradual,
+        suggest=suggest_gradual,
         lr_range=(1e-5, 1e-2),
     ))
     register(StrategySpec(
