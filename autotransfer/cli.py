@@ -64,6 +64,7 @@ def _split_list(ctx, param, value):
 @click.option("--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this.")
 @click.option("--no-cache", is_flag=True, help="Recompute frozen layers every epoch (to measure the cache).")
 @click.option("--no-pruning", is_flag=True, help="Run every trial to its last epoch.")
+@click.option("--no-rank", is_flag=True, help="Do not order the first trials by LogME ranking.")
 @click.option("--no-reference", is_flag=True, help="Skip the random-init reference trial.")
 @click.option("--random-init", is_flag=True, help="Random weights instead of pretrained ones (to measure what pretraining gives).")
 @click.option("--text-column", help="Text column of a CSV/TSV/JSONL file.")
@@ -71,19 +72,44 @@ def _split_list(ctx, param, value):
 @click.option("--max-length", type=int, help="Maximum tokens per text.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def search(ctx, data, no_cache, no_pruning, no_reference, **options):
+def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, **options):
     """Search backbones, strategies and their knobs on DATA."""
     from .config import SearchConfig
     from .search import run_search
 
     options["aux_tasks"] = list(options["aux_tasks"])
     config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
-                          plugins=ctx.obj["plugins"], **options)
+                          rank=not no_rank, plugins=ctx.obj["plugins"], **options)
     result = run_search(config)
     if result.best is None:
         click.echo(f"no trial completed; see {config.out_dir / 'leaderboard.csv'}", err=True)
         sys.exit(1)
     click.echo(json.dumps({k: result.best[k] for k in ("backbone", "strategy", "val_metric", "test_metric")}))
+
+
+@main.command()
+@click.argument("data")
+@click.option("--task", help="Task name (detected when omitted).")
+@click.option("--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def rank(ctx, data, as_json, **options):
+    """Rank candidate backbones for DATA by LogME on frozen features, in seconds, before any training."""
+    from .config import SearchConfig
+    from .rank import rank_backbones
+    from .search import Search
+
+    search = Search(SearchConfig(data=data, plugins=ctx.obj["plugins"], **options), open_study=False)
+    ranking = rank_backbones(search)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in ranking], indent=2))
+        return
+    click.echo(f"{'rank':>4}  {'backbone':32s} {'LogME':>9} {'seconds':>8}  (on {ranking[0].n} training examples)")
+    for i, r in enumerate(ranking, 1):
+        click.echo(f"{i:>4}  {r.backbone:32s} {r.logme:9.4f} {r.seconds:8.2f}")
 
 
 @main.command()

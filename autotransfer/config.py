@@ -35,6 +35,10 @@ class SearchConfig:
     test_fraction: float = 0.15
     #: reuse frozen activations across epochs and trials
     cache: bool = True
+    #: memory for cached activations before they spill to OUTPUT/cache on disk
+    cache_memory_gb: float = 4.0
+    #: rank backbones with LogME to order the first trials
+    rank: bool = True
     pruning: bool = True
     #: run the random-init reference (``scratch``) once, to tell whether transfer helped
     reference: bool = True

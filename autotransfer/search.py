@@ -112,7 +112,7 @@ class SearchResult:
 
 
 class Search:
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, *, open_study: bool = True) -> None:
         self.config = config
         self.host = get_host(config.plugins)
         self.task = pick_task(self.host, config)
@@ -139,9 +139,17 @@ class Search:
             self.metric = METRIC
         self.device = resolve_device(config.device)
         self.out = config.out_dir
-        self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.out / "checkpoints"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not open_study:  # ranking and other read-only uses: the same split, nothing written
+            self.split = self._new_split()
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        from . import cache
+
+        # activations past the memory cap spill here, and are reused from disk
+        cache.activations.spill_dir = self.out / "cache"
+        cache.activations.max_bytes = int(config.cache_memory_gb * (1 << 30))
         self.study = self._open_study()
         self.split = self._split()
 
@@ -192,8 +200,7 @@ class Search:
         saved = self.study.user_attrs.get("split")
         if saved is not None:
             return split_from_items(self.dataset, json.loads(saved), self.config.data)
-        split = split_indices(self.dataset.labels, val_fraction=self.config.val_fraction,
-                              test_fraction=self.config.test_fraction, seed=self.config.seed)
+        split = self._new_split()
         items = split_to_items(self.dataset, split)
         self.study.set_user_attr("split", dumps_split(items))
         self.study.set_user_attr("task", self.task.name)
@@ -202,17 +209,29 @@ class Search:
         (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
         return split
 
+    def _new_split(self) -> dict[str, list[int]]:
+        return split_indices(self.dataset.labels, val_fraction=self.config.val_fraction,
+                             test_fraction=self.config.test_fraction, seed=self.config.seed)
+
     def _enqueue_first_trials(self) -> None:
-        """Start from a cheap strong baseline and, once, the random-init reference."""
+        """Start from a cheap strong baseline on the backbone LogME ranks first (and, when there are
+        several, a linear probe of each in rank order), then, once, the random-init reference."""
         if self.study.trials:
             return
-        first = self.backbones[0].name
+        order = [b.name for b in self.backbones]
+        if "linear-probe" in self.strategy_by_name and len(order) > 1 and self.config.rank:
+            from .rank import rank_backbones
+
+            ranking = rank_backbones(self)
+            self.study.set_user_attr("ranking", [[r.backbone, r.logme] for r in ranking])
+            order = [r.backbone for r in ranking]
         if "linear-probe" in self.strategy_by_name:
-            self.study.enqueue_trial({"backbone": first, "strategy": "linear-probe", "linear-probe.lr": 0.03,
-                                      "epochs": self.config.max_epochs, "weight_decay": 1e-4})
+            for name in order:
+                self.study.enqueue_trial({"backbone": name, "strategy": "linear-probe", "linear-probe.lr": 0.03,
+                                          "epochs": self.config.max_epochs, "weight_decay": 1e-4})
         if self.config.reference and REFERENCE in self.host.registry.items["strategies"] \
                 and REFERENCE not in self.strategy_by_name:
-            self.study.enqueue_trial({"backbone": first, "scratch.lr": 1e-3, "epochs": self.config.max_epochs,
+            self.study.enqueue_trial({"backbone": order[0], "scratch.lr": 1e-3, "epochs": self.config.max_epochs,
                                       "weight_decay": 1e-4}, user_attrs={"reference": REFERENCE})
 
     # inputs --------------------------------------------------------------------------------
@@ -414,9 +433,11 @@ class Search:
                 self.study.optimize(self.objective, n_trials=remaining, timeout=config.timeout,
                                     catch=(TrialFailed,), callbacks=[progress], gc_after_trial=True)
         finally:
+            from . import cache
             from .results import write_leaderboard
 
             write_leaderboard(self.study, self.out / "leaderboard.csv")
+            cache.activations.clear()  # spilled files are only valid inside this process
         best = self.finalize()
         progress.finish(best)
         return SearchResult(out_dir=self.out, best=best, study=self.study)
