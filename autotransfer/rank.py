@@ -62,7 +62,7 @@ def rank_backbones(search, max_examples: int = 2000) -> list[Ranked]:
     for spec in search.backbones:
         started = time.time()
         fixed = optuna.trial.FixedTrial({"backbone": spec.name, "strategy": "linear-probe", "linear-probe.lr": 0.01,
-                                         "epochs": 1, "batch_size": max(search.config.batch_sizes),
+                                         "epochs": 1, "batch_size": max(search.batch_size_choices()),
                                          "weight_decay": 1e-4})
         trainer, _ = search.build_trial(fixed)
         features = trainer._boundary(trainer.train)  # cached: the linear-probe trials reuse it

@@ -285,6 +285,11 @@ class Search:
                                     labels=torch.tensor(aux.labels, device=self.device), key=("aux", aux.fingerprint()))
         return out
 
+    def batch_size_choices(self) -> list[int]:
+        """The configured batch sizes that fit the training split (at least the smallest)."""
+        n_train = len(self.split["train"])
+        return [b for b in self.config.batch_sizes if b <= max(2, n_train)] or [min(self.config.batch_sizes)]
+
     # one trial -----------------------------------------------------------------------------
     def build_trial(self, trial, reference: Optional[str] = None):
         """Sample the conditional space and build model, plan and trainer (no training yet)."""
@@ -306,8 +311,7 @@ class Search:
         trial.set_user_attr("strategy", strategy.name)
         lr = trial.suggest_float(f"{strategy.name}.lr", *strategy.lr_range, log=True)
         epochs = trial.suggest_int("epochs", 1, config.max_epochs)
-        n_train = len(self.split["train"])
-        sizes = [b for b in config.batch_sizes if b <= max(2, n_train)] or [min(config.batch_sizes)]
+        sizes = self.batch_size_choices()
         batch_size = trial.suggest_categorical("batch_size", sizes) if len(sizes) > 1 else sizes[0]
         weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
 

