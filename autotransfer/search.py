@@ -140,7 +140,7 @@ class Search:
         self.device = resolve_device(config.device)
         self.out = config.out_dir
         self.checkpoints = self.out / "checkpoints"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by our progress lines
         if not open_study:  # ranking and other read-only uses: the same split, nothing written
             self.split = self._new_split()
             return
@@ -176,7 +176,10 @@ class Search:
         try:
             # a worker killed mid-trial stops beating: its trial is failed and queued once again
             storage = optuna.storages.RDBStorage(
-                config.storage_url, heartbeat_interval=30, grace_period=120,
+                config.storage_url, heartbeat_interval=max(1, min(30, config.heartbeat // 4)),
+                grace_period=config.heartbeat,
+                # several local workers share one SQLite file: wait for its lock rather than fail
+                engine_kwargs={"connect_args": {"timeout": 60}} if config.storage_url.startswith("sqlite") else None,
                 **{"heartbeat_stale_trial_callback" if retry.__name__.startswith("RetryHeartbeat")
                    else "failed_trial_callback": retry(max_retry=1)},
             )
@@ -184,13 +187,22 @@ class Search:
             raise UserError(f"--storage {config.storage_url}: cannot open ({type(exc).__name__}: {exc})") from exc
         pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
                   if config.pruning else optuna.pruners.NopPruner())
-        study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
-                                    pruner=pruner, load_if_exists=True)
+        try:  # creating is atomic: of several workers starting at once, exactly one creates
+            study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
+                                        pruner=pruner)
+            self.created_study = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(storage=storage, study_name=config.study_name, pruner=pruner)
+            self.created_study = False
         # a resumed study must not replay the first run's random start-up suggestions
         study.sampler = optuna.samplers.TPESampler(
             seed=config.seed + len(study.trials), multivariate=True, group=True, constant_liar=True,
             n_startup_trials=5,
-        )
+        ) if config.sampler == "tpe" else optuna.samplers.RandomSampler(seed=config.seed + len(study.trials))
+        if config.sampler not in ("tpe", "random"):
+            raise UserError(f"sampler {config.sampler!r}: use tpe or random")
+        if not self.created_study:  # joining workers seed apart, or those started together sample alike
+            study.sampler.reseed_rng()
         if study.user_attrs.get("task") not in (None, self.task.name):
             raise UserError(f"study {config.study_name!r} in {config.storage_url} searched a "
                             f"{study.user_attrs['task']} task; use another --output or --study-name")
@@ -198,14 +210,23 @@ class Search:
 
     def _split(self) -> dict[str, list[int]]:
         saved = self.study.user_attrs.get("split")
+        for _ in range(0 if self.created_study else 40):  # the worker that created the study writes it
+            if saved is not None:
+                break
+            time.sleep(0.25)
+            saved = self.study.user_attrs.get("split")
+        self.wrote_split = saved is None
         if saved is not None:
-            return split_from_items(self.dataset, json.loads(saved), self.config.data)
+            items = json.loads(saved)
+            (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
+            return split_from_items(self.dataset, items, self.config.data)
         split = self._new_split()
         items = split_to_items(self.dataset, split)
         self.study.set_user_attr("split", dumps_split(items))
         self.study.set_user_attr("task", self.task.name)
         self.study.set_user_attr("classes", self.dataset.classes)
         self.study.set_user_attr("data", str(Path(self.config.data).resolve()))
+        self.study.set_user_attr("config", self.config.to_dict())  # what `autotransfer export` rebuilds from
         (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
         return split
 
@@ -216,7 +237,7 @@ class Search:
     def _enqueue_first_trials(self) -> None:
         """Start from a cheap strong baseline on the backbone LogME ranks first (and, when there are
         several, a linear probe of each in rank order), then, once, the random-init reference."""
-        if self.study.trials:
+        if self.study.trials or not self.wrote_split:  # one worker, the one that wrote the split, seeds
             return
         order = [b.name for b in self.backbones]
         if "linear-probe" in self.strategy_by_name and len(order) > 1 and self.config.rank:
@@ -225,7 +246,7 @@ class Search:
             ranking = rank_backbones(self)
             self.study.set_user_attr("ranking", [[r.backbone, r.logme] for r in ranking])
             order = [r.backbone for r in ranking]
-        if "linear-probe" in self.strategy_by_name:
+        if "linear-probe" in self.strategy_by_name and self.config.sampler != "random":
             for name in order:
                 self.study.enqueue_trial({"backbone": name, "strategy": "linear-probe", "linear-probe.lr": 0.03,
                                           "epochs": self.config.max_epochs, "weight_decay": 1e-4})

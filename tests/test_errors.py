@@ -1,0 +1,147 @@
+"""Bad input gets one clear line; failing trials are recorded and the search goes on; Ctrl-C keeps everything."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import FAST, cli
+
+TINY = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", *FAST]
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_data_path(tmp_path):
+    one_line_error(cli("search", tmp_path / "nope", "-o", tmp_path / "o", expect=None), str(tmp_path / "nope"), "no such")
+
+
+def test_no_class_folders(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    one_line_error(cli("search", tmp_path / "flat", "-o", tmp_path / "o", "--task", "image-classification",
+                       expect=None), "no class folders")
+
+
+def test_empty_class(digits_copy, tmp_path):
+    (digits_copy / "empty").mkdir()
+    one_line_error(cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None),
+                   str(digits_copy / "empty"), "no image files")
+
+
+def test_single_class(digits_copy, tmp_path):
+    import shutil
+
+    for d in list(digits_copy.iterdir())[1:]:
+        shutil.rmtree(d)
+    one_line_error(cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None), "only one class")
+
+
+def test_class_with_one_example(digits_copy, tmp_path):
+    for f in sorted((digits_copy / "3").iterdir())[1:]:
+        f.unlink()
+    one_line_error(cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None), "'3'", "single example")
+
+
+def test_corrupt_image_is_named_and_skipped(digits_copy, tmp_path):
+    bad = digits_copy / "4" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    result = cli("search", digits_copy, "-o", tmp_path / "o", *TINY)
+    assert f"skipped corrupt image {bad}" in result.output
+    split = (tmp_path / "o" / "split.json").read_text()
+    assert "broken.png" not in split
+
+
+@pytest.mark.parametrize("option,name,kind", [("--backbones", "resnet-nonexistent-xyz", "backbones"),
+                                               ("--strategies", "fine-tune-everything", "strategies")])
+def test_unknown_name_lists_the_valid_ones(digits, tmp_path, option, name, kind):
+    args = ["search", digits, "-o", tmp_path / "o", "--n-trials", "1", "--image-size", "32"]
+    line = one_line_error(cli(*args, option, name, expect=None), name, f"valid {kind}")
+    valid = "tf_efficientnet_lite0" if kind == "backbones" else "linear-probe"
+    assert valid in line
+
+
+PLUGIN = '''
+from autotransfer import hookimpl
+from autotransfer.specs import StrategySpec
+
+
+def explode(model, params, context):
+    raise RuntimeError("this strategy always fails")
+
+
+def diverge(model, params, context):
+    import torch
+    from autotransfer.strategy import fine_tune_plan
+    plan = fine_tune_plan(model, context.n_groups, {})
+    # a buggy regulariser: the log of a negative number is NaN
+    plan.extra_loss = lambda model, source, extras, progress: torch.log(-source.abs().mean() - 1)
+    return plan
+
+
+@hookimpl
+def register_strategies(register):
+    register(StrategySpec(name="explode", description="fails", prepare=explode))
+    register(StrategySpec(name="diverge", description="a regulariser that yields NaN", prepare=diverge))
+'''
+
+
+@pytest.mark.parametrize("strategy,reason", [("explode", "this strategy always fails"),
+                                             ("diverge", "training loss became nan")])
+def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path, strategy, reason):
+    plugin = tmp_path / "failing_strategies.py"
+    plugin.write_text(PLUGIN)
+    out = tmp_path / "o"
+    result = cli("--plugin", plugin, "search", digits, "-o", out, "--strategies", strategy, "--n-trials", "2",
+                 "--max-epochs", "1", "--no-reference", *FAST, expect=1)
+    assert "no trial completed" in result.output
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.state) == ["FAIL", "FAIL"]  # the second trial ran after the first failed
+    assert all(reason in r.lower() for r in board.fail_reason.str.lower())
+    assert "Traceback" in (out / "failures.log").read_text()  # the details are kept for debugging
+
+
+def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path):
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "autotransfer.cli", "search", str(digits), "-o", str(out), "--n-trials", "40",
+            "--max-epochs", "3", "--no-pruning", *FAST]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.time() + 240
+    complete = []
+    while time.time() < deadline and len(complete) < 2:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="autotransfer", storage=storage)
+            complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        except Exception:
+            continue
+    assert len(complete) >= 2, "the search never finished two trials"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    before = {t.number: (t.value, t.params) for t in optuna.load_study(study_name="autotransfer", storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    assert (out / "leaderboard.csv").is_file()
+    n = len(optuna.load_study(study_name="autotransfer", storage=storage).trials)
+    cli("search", digits, "-o", out, "--n-trials", str(n + 1), "--max-epochs", "3", "--no-pruning", *FAST)
+    after = optuna.load_study(study_name="autotransfer", storage=storage).trials
+    for number, kept in before.items():
+        assert (after[number].value, after[number].params) == kept
+    assert after[-1].state == optuna.trial.TrialState.COMPLETE and len(after) > n
