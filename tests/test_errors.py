@@ -145,3 +145,46 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     for number, kept in before.items():
         assert (after[number].value, after[number].params) == kept
     assert after[-1].state == optuna.trial.TrialState.COMPLETE and len(after) > n
+
+
+OOM_PLUGIN = '''
+import torch
+from autotransfer import hookimpl
+from autotransfer.specs import StrategySpec
+
+
+def needs_small_batches(model, params, context):
+    from autotransfer.strategy import fine_tune_plan
+    plan = fine_tune_plan(model, context.n_groups, {})
+
+    def extra_loss(model, source, extras, progress):
+        if len(source) > 16:  # what a GPU does when a batch does not fit
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return source.sum() * 0
+
+    plan.extra_loss = extra_loss
+    return plan
+
+
+@hookimpl
+def register_strategies(register):
+    register(StrategySpec(name="small-batches", description="fits 16 examples", prepare=needs_small_batches))
+'''
+
+
+@pytest.mark.parametrize("batch,state", [(32, "COMPLETE"), (64, "FAIL")])
+def test_out_of_memory_retries_once_with_half_the_batch(digits, tmp_path, batch, state):
+    from autotransfer.config import SearchConfig
+    from autotransfer.search import run_search
+
+    plugin = tmp_path / "oom_strategy.py"
+    plugin.write_text(OOM_PLUGIN)
+    out = tmp_path / "o"
+    run_search(SearchConfig(data=str(digits), output=str(out), plugins=[str(plugin)], strategies=["small-batches"],
+                            backbones=["tf_efficientnet_lite0"], image_size=32, n_trials=1, max_epochs=1,
+                            batch_sizes=(batch,), reference=False, quiet=True))
+    trial = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials[0]
+    assert trial.state.name == state
+    assert trial.user_attrs["oom_retry_batch_size"] == batch // 2
+    if state == "FAIL":
+        assert trial.user_attrs["fail_reason"].startswith("out of memory even at half the batch")
