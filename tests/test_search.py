@@ -76,3 +76,22 @@ def test_pretrained_linear_probe_beats_random_weights(digits, tmp_path):
     assert pretrained["strategy"] == random["strategy"] == "linear-probe"
     assert pretrained["params"] == random["params"]
     assert pretrained["test_metric"] > random["test_metric"] + 0.2
+
+
+def test_timm_backbone_from_a_local_weights_file(digits, tmp_path):
+    """Offline users name any timm model with a local weights file: NAME@PATH."""
+    from safetensors.torch import save_file
+
+    from autotransfer_timm import lite_state_dict
+
+    weights = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in lite_state_dict("tf_efficientnet_lite0").items()}, str(weights))
+    name = f"tf_efficientnet_lite0@{weights}"
+    out = tmp_path / "out"
+    cli("search", digits, "-o", out, "--backbones", name, "--strategies", "linear-probe", "--n-trials", "1",
+        "--max-epochs", "3", "--image-size", "64", "--no-reference", "--quiet")
+    best = read_json(out / "best.json")
+    assert best["backbone"] == name and best["test_metric"] > 0.5  # pretrained features, not random ones
+    weights.unlink()  # the exported model carries its own weights
+    result = cli("predict", out / "model", next((digits / "2").iterdir()))
+    assert result.output.count("\t") == 2

@@ -54,10 +54,6 @@ def resolve_backbone(name):
 
     if not timm.is_model(model_name):
         return None
-    if weights and not Path(weights).is_file():
-        from autotransfer.errors import UserError
-
-        raise UserError(f"backbone {name!r}: weights file {weights} does not exist")
     cfg = timm.get_pretrained_cfg(model_name)
     cfg = cfg.to_dict() if cfg is not None else {}
     size = (cfg.get("input_size") or (3, 224, 224))[-1]
@@ -85,6 +81,10 @@ def build_timm(model_name: str, pretrained: bool, weights_file: str | None = Non
 
     kwargs = {}
     if pretrained and weights_file:
+        if not Path(weights_file).is_file():
+            from autotransfer.errors import UserError
+
+            raise UserError(f"backbone {model_name}@{weights_file}: weights file does not exist")
         kwargs["pretrained_cfg_overlay"] = {"file": weights_file}
     model = timm.create_model(model_name, pretrained=pretrained and state_dict is None, num_classes=0, **kwargs)
     if state_dict is not None:
