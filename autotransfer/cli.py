@@ -56,6 +56,9 @@ def _split_list(ctx, param, value):
 @click.option("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db).")
 @click.option("--study-name", default="autotransfer", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--devices", help="One worker process per device on one study: GPU indices (0,1,2,3) or cpu,cpu for CPU workers.")
+@click.option("--heartbeat", type=click.IntRange(min=2), default=120, show_default=True,
+              help="Seconds without a heartbeat before a dead worker's RUNNING trial is failed and retried.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--target-unlabeled", type=click.Path(), help="Folder of unlabelled target-domain data.")
 @click.option("--target-eval", type=click.Path(), help="Labelled target data: accuracy reported beside, never optimised.")
@@ -69,10 +72,11 @@ def _split_list(ctx, param, value):
 @click.option("--random-init", is_flag=True, help="Random weights instead of pretrained ones (to measure what pretraining gives).")
 @click.option("--text-column", help="Text column of a CSV/TSV/JSONL file.")
 @click.option("--label-column", help="Label column of a CSV/TSV/JSONL file.")
+@click.option("--encoding", help="Encoding of text files that are not UTF-8 (latin-1, cp1252...).")
 @click.option("--max-length", type=int, help="Maximum tokens per text.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, **options):
+def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **options):
     """Search backbones, strategies and their knobs on DATA."""
     from .config import SearchConfig
     from .search import run_search
@@ -80,7 +84,12 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, **options):
     options["aux_tasks"] = list(options["aux_tasks"])
     config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
                           rank=not no_rank, plugins=ctx.obj["plugins"], **options)
-    result = run_search(config)
+    if devices:
+        from .workers import parse_devices, run_workers
+
+        result = run_workers(config, parse_devices(devices))
+    else:
+        result = run_search(config)
     if result.best is None:
         click.echo(f"no trial completed; see {config.out_dir / 'leaderboard.csv'}", err=True)
         sys.exit(1)
@@ -169,6 +178,26 @@ def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
 
 
 @main.command()
+@click.argument("out_dir", type=click.Path())
+@click.option("--storage", help="Optuna storage URL of the study (default: sqlite:///OUT_DIR/study.db).")
+@click.option("--study-name", default="autotransfer", show_default=True)
+@click.option("--data", help="The labelled data, when it is not where the search read it.")
+@click.option("--device", default="auto", show_default=True)
+@click.pass_context
+def export(ctx, out_dir, storage, study_name, data, device):
+    """Write the study's best model (model/, best.json, leaderboard.csv) into OUT_DIR: after workers on
+    several machines, retraining the best configuration when its checkpoint is elsewhere."""
+    from .workers import export_best
+
+    best = export_best(out_dir, storage=storage, study_name=study_name, data=data, device=device,
+                       plugins=ctx.obj["plugins"])
+    if best is None:
+        click.echo("no trial completed in the study; nothing to export", err=True)
+        sys.exit(1)
+    click.echo(json.dumps({k: best[k] for k in ("trial", "backbone", "strategy", "val_metric", "test_metric")}))
+
+
+@main.command()
 @click.argument("dataset", type=click.Choice(["digits", "mnist", "bbc"]))
 @click.argument("out")
 @click.option("--per-class", type=int, help="Keep at most this many examples per class (seeded).")
@@ -180,6 +209,32 @@ def demo(dataset, out, per_class, seed):
 
     path = DATASETS[dataset](out, per_class=per_class, seed=seed)
     click.echo(str(path))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path())
+@click.option("--storage", help="Optuna storage URL of the study (default: sqlite:///OUT_DIR/study.db).")
+@click.option("--study-name", default="autotransfer", show_default=True)
+def report(out_dir, storage, study_name):
+    """Write OUT_DIR/report.html (self-contained, plots embedded) and report.md for one search."""
+    from .report import write_report
+
+    for path in write_report(out_dir, storage=storage, study_name=study_name):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("suite", type=click.Path())
+@click.option("--output", "-o", help="Output folder (default: benchmark-out/SUITE_NAME); re-running skips finished runs.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: the suite's, else auto).")
+@click.option("--verbose", "-v", is_flag=True, help="Show every search's trial lines.")
+def benchmark(suite, output, device, verbose):
+    """Run a benchmark SUITE (YAML): searches and baselines over datasets and seeds, one report."""
+    from .benchmark import run_benchmark
+
+    paths = run_benchmark(suite, output, device=device, quiet=not verbose, log=lambda line: click.echo(line, err=True))
+    for path in paths:
+        click.echo(str(path))
 
 
 if __name__ == "__main__":

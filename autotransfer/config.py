@@ -18,6 +18,8 @@ class SearchConfig:
     strategies: Optional[list[str]] = None
     storage: Optional[str] = None
     study_name: str = "autotransfer"
+    #: seconds without a heartbeat before a RUNNING trial counts as dead (failed, then retried once)
+    heartbeat: int = 120
     device: str = "auto"
     seed: int = 0
     target_unlabeled: Optional[str] = None
@@ -40,6 +42,8 @@ class SearchConfig:
     #: rank backbones with LogME to order the first trials
     rank: bool = True
     pruning: bool = True
+    #: "tpe" (the search), or "random": plain random search with no warm-start trials (a baseline)
+    sampler: str = "tpe"
     #: run the random-init reference (``scratch``) once, to tell whether transfer helped
     reference: bool = True
     #: build every backbone with random weights (to measure what pretraining gives)
@@ -48,6 +52,8 @@ class SearchConfig:
     #: text tasks: column names when they cannot be detected
     text_column: Optional[str] = None
     label_column: Optional[str] = None
+    #: text tasks: encoding of the files when they are not UTF-8
+    encoding: Optional[str] = None
     max_length: Optional[int] = None
     quiet: bool = False
 
@@ -64,7 +70,18 @@ class SearchConfig:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+        return with_driver(self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` through psycopg2 (the ``postgres`` extra) when psycopg 3, SQLAlchemy's
+    default for that scheme, is not installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url

@@ -1,4 +1,8 @@
-"""Every hook a plugin may implement. Hooks receive a ``register`` callback."""
+"""Every hook a plugin may implement. Hooks receive a ``register`` callback.
+
+Documented, with examples, in docs/plugins.md; a test fails when a hook here is missing there or
+has no ``test_hook_<name>`` test.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,32 @@ hookimpl = pluggy.HookimplMarker("autotransfer")
 
 @hookspec
 def register_backbones(register: Callable) -> None:
-    """Register backbones: call ``register(BackboneSpec(...))`` once per backbone."""
+    """Register backbones: call ``register(BackboneSpec(...))`` once per backbone. Returns nothing.
+
+    Every plugin's implementation is called; a name (or alias) two plugins register is an error.
+    """
 
 
 @hookspec
 def register_strategies(register: Callable) -> None:
-    """Register transfer strategies: call ``register(StrategySpec(...))`` once per strategy."""
+    """Register transfer strategies: call ``register(StrategySpec(...))`` once per strategy. Returns nothing.
+
+    Every plugin's implementation is called; a name two plugins register is an error.
+    """
 
 
 @hookspec
 def register_tasks(register: Callable) -> None:
-    """Register domain tasks: call ``register(TaskSpec(...))`` once per task."""
+    """Register domain tasks: call ``register(TaskSpec(...))`` once per task. Returns nothing.
+
+    Every plugin's implementation is called; a name two plugins register is an error.
+    """
 
 
 @hookspec(firstresult=True)
 def resolve_backbone(name: str) -> Optional[object]:
     """Return a ``BackboneSpec`` for a name no plugin registered (a library id, a path), or None.
 
-    The first plugin to return a spec wins.
+    Asked only for names no ``register_backbones`` registered; the first plugin to return a spec
+    wins, later ones are not asked.
     """

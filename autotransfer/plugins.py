@@ -3,10 +3,15 @@
 Every plugin, bundled or third-party, arrives through the ``autotransfer`` entry-point group (or
 ``--plugin MODULE_OR_FILE.py``). Loading imports the plugin modules and calls the register hooks;
 no plugin may import torch at module level, so listing plugins stays fast.
+
+Whatever a plugin gets wrong (an import error, an exception inside a hook, the wrong type
+registered, a name another plugin already took, a misspelled or unmarked hook implementation)
+raises a ``PluginError`` whose message names the plugin.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib
 import importlib.util
@@ -24,11 +29,14 @@ from .errors import PluginError, UserError
 from .specs import BackboneSpec, StrategySpec, TaskSpec
 
 ENTRY_POINT_GROUP = "autotransfer"
-#: comma-separated plugin names to load exclusively / to skip
+#: comma-separated names of installed plugins to load exclusively / to skip
 ALLOW_ENV = "AUTOTRANSFER_PLUGINS_ALLOW"
 BLOCK_ENV = "AUTOTRANSFER_PLUGINS_BLOCK"
 
 KINDS = {"backbones": BackboneSpec, "strategies": StrategySpec, "tasks": TaskSpec}
+SINGULAR = {"backbones": "backbone", "strategies": "strategy", "tasks": "task"}
+#: the hooks a plugin may implement, by name
+HOOKS = tuple(name for name, value in vars(hookspecs).items() if hasattr(value, "autotransfer_spec"))
 
 
 @dataclass
@@ -52,8 +60,8 @@ class Registry:
             if key in self.owner or (kind == "backbones" and name in self.aliases):
                 first = self.owner.get(key) or self.owner[(kind, self.aliases[name])]
                 raise PluginError(
-                    f"{kind[:-1]} name {name!r} is registered by both plugin {first!r} and plugin "
-                    f"{plugin!r}; block one with {BLOCK_ENV}={plugin}"
+                    f"{SINGULAR[kind]} name {name!r} is registered by both plugin {first!r} and plugin "
+                    f"{plugin!r}; rename one, or block one with {BLOCK_ENV}={plugin}"
                 )
         self.items[kind][spec.name] = spec
         self.owner[(kind, spec.name)] = plugin
@@ -70,7 +78,7 @@ class Registry:
             return self.items[kind][name]
         except KeyError:
             valid = ", ".join(self.names(kind)) or "(none registered)"
-            raise UserError(f"unknown {kind[:-1]} {name!r}; valid {kind}: {valid}") from None
+            raise UserError(f"unknown {SINGULAR[kind]} {name!r}; valid {kind}: {valid}") from None
 
 
 class Host:
@@ -80,63 +88,87 @@ class Host:
         self.pm = pluggy.PluginManager("autotransfer")
         self.pm.add_hookspecs(hookspecs)
         self.versions: dict[str, str] = {}
+        #: where each plugin came from: the distribution that installed it, or the local file/module
+        self.sources: dict[str, str] = {}
         self._registry: Registry | None = None
 
     # loading -------------------------------------------------------------------------------
     def load_entry_points(self) -> None:
-        allow = _names_from_env(ALLOW_ENV)
-        block = _names_from_env(BLOCK_ENV)
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        """Import every installed plugin the allow/block environment variables let through."""
+        entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        allow, block = _names_from_env(ALLOW_ENV), _names_from_env(BLOCK_ENV)
+        unknown = sorted(allow - {ep.name for ep in entry_points})
+        if unknown:
+            installed = ", ".join(sorted(ep.name for ep in entry_points))
+            raise UserError(f"{ALLOW_ENV} names plugins that are not installed: {', '.join(unknown)}; "
+                            f"installed plugins: {installed}")
+        for ep in entry_points:
             if ep.name in block or (allow and ep.name not in allow):
                 self.pm.set_blocked(ep.name)
                 continue
-            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
-                continue
+            if self.pm.has_plugin(ep.name) or self.pm.is_blocked(ep.name):
+                continue  # the same name installed twice: the first one found wins, as in pytest
             try:
                 module = ep.load()
             except Exception as exc:  # a plugin's import error is reported by its name
-                raise PluginError(f"plugin {ep.name!r} failed to import: {type(exc).__name__}: {exc}") from exc
-            version = ep.dist.version if ep.dist is not None else "unknown"
-            self.add(module, ep.name, version)
+                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            dist = ep.dist
+            self.add(module, ep.name, dist.version if dist else "unknown",
+                     source=dist.name if dist else ep.value)
 
-    def add(self, plugin: Any, name: str, version: str = "unknown") -> None:
+    def add(self, plugin: Any, name: str, version: str = "unknown", *, source: str = "") -> None:
+        """Register one plugin object (a module, a class, an instance) under ``name``."""
+        if self.pm.is_blocked(name):
+            raise PluginError(f"plugin {name!r} is blocked or not allowed by {BLOCK_ENV}/{ALLOW_ENV}; "
+                              "rename it or change the variables")
+        if self.pm.has_plugin(name):
+            raise PluginError(f"plugin name {name!r} is already loaded ({self.sources.get(name) or 'registered'}); "
+                              "give the new plugin another name")
+        if self.pm.is_registered(plugin):
+            raise PluginError(f"plugin {name!r} is already loaded as plugin {self.pm.get_name(plugin)!r}")
+        _check_marked(plugin, name)
         try:
             self.pm.register(plugin, name=name)
-        except ValueError as exc:
-            raise PluginError(f"plugin {name!r} could not be registered: {exc}") from exc
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except pluggy.PluginValidationError as exc:  # a hook implementation with the wrong arguments
+            message = " ".join(str(exc).split())  # pluggy's "Plugin 'name' for hook ..." on one line
+            raise PluginError(message[0].lower() + message[1:]) from exc
+        unknown = [caller.name for caller in self.pm.get_hookcallers(plugin) or [] if not caller.has_spec()]
+        if unknown:
             self.pm.unregister(name=name)
-            raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
+            hint = difflib.get_close_matches(unknown[0], HOOKS, n=1)
+            raise PluginError(
+                f"plugin {name!r} implements unknown hook {unknown[0]!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else f"; hooks are: {', '.join(HOOKS)}")
+            )
         self.versions[name] = version
+        self.sources[name] = source
         self._registry = None
 
     def add_path(self, ref: str) -> None:
-        """Load a local plugin given as an importable module name or a ``.py`` file."""
+        """Load a local plugin given as an importable module name or a ``.py`` file.
+
+        A local plugin is asked for by name, so the allow/block variables do not apply to it."""
         path = Path(ref)
-        try:
-            if ref.endswith(".py"):
-                if not path.is_file():
-                    raise UserError(f"--plugin {ref}: no such file; give a .py file or a module name")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-                name = path.stem
-            else:
+        name = path.stem if ref.endswith(".py") else ref
+        if self.pm.has_plugin(name):
+            return  # asked for twice (the CLI, then the search it starts)
+        if ref.endswith(".py"):
+            if not path.is_file():
+                raise UserError(f"--plugin {ref}: no such file; give a .py file or a module name")
+            module = _import_file(path)
+        else:
+            try:
                 module = importlib.import_module(ref)
-                name = ref
-        except UserError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
-        if self.pm.get_plugin(name) is None:
-            self.add(module, name, getattr(module, "__version__", "local"))
+            except Exception as exc:
+                raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        self.add(module, name, getattr(module, "__version__", "local"), source=str(path.resolve()) if
+                 ref.endswith(".py") else ref)
 
     def remove(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.versions.pop(name, None)
+        self.sources.pop(name, None)
         self._registry = None
 
     # the registry --------------------------------------------------------------------------
@@ -149,38 +181,34 @@ class Host:
     def _collect(self) -> Registry:
         registry = Registry()
         for kind in KINDS:
-            hook = getattr(self.pm.hook, f"register_{kind}")
-            for impl in hook.get_hookimpls():
-                plugin_name = self.pm.get_name(impl.plugin)
+            # in the order plugins loaded: bundled, installed, local; a clash blames the later one
+            for plugin_name, function in reversed(self._implementations(f"register_{kind}")):
 
                 def register(spec: Any, _kind: str = kind, _plugin: str = plugin_name) -> None:
                     registry.add(_kind, spec, _plugin)
 
-                try:
-                    impl.function(register=register)
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {plugin_name!r} raised in register_{kind}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                _call(plugin_name, f"register_{kind}", function, register=register)
         return registry
 
+    def _implementations(self, hook: str) -> list[tuple[str, Any]]:
+        """(plugin name, function) of every implementation of ``hook``, in the order pluggy calls them."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return [(self.pm.get_name(impl.plugin), impl.function) for impl in reversed(impls)]
+
     def backbone(self, name: str) -> BackboneSpec:
+        """A registered backbone, or one a plugin resolves from the name (the first answer wins)."""
         registry = self.registry
         if name in registry.items["backbones"] or name in registry.aliases:
             return registry.get("backbones", name)
-        try:
-            spec = self.pm.hook.resolve_backbone(name=name)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"backbone {name!r} could not be resolved: {type(exc).__name__}: {exc}") from exc
-        if spec is None:
-            return registry.get("backbones", name)  # raises, listing the valid names
-        if not isinstance(spec, BackboneSpec):
-            raise PluginError(f"resolve_backbone returned {type(spec).__name__} for {name!r}, not a BackboneSpec")
-        return spec
+        for plugin_name, function in self._implementations("resolve_backbone"):
+            spec = _call(plugin_name, "resolve_backbone", function, name=name)
+            if spec is None:
+                continue
+            if not isinstance(spec, BackboneSpec):
+                raise PluginError(f"plugin {plugin_name!r} returned {type(spec).__name__} from resolve_backbone "
+                                  f"for {name!r}; return an autotransfer.specs.BackboneSpec or None")
+            return spec
+        return registry.get("backbones", name)  # raises, listing the valid names
 
     def describe(self) -> list[dict]:
         """What ``autotransfer plugins`` prints."""
@@ -196,10 +224,46 @@ class Host:
             out.append({
                 "name": name,
                 "version": self.versions.get(name, "unknown"),
+                "source": self.sources.get(name, ""),
                 "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
                 **{k: v for k, v in registered.items() if v},
             })
         return out
+
+
+def _call(plugin: str, hook: str, function, **kwargs) -> Any:
+    """Call one plugin's hook implementation; whatever it raises names the plugin."""
+    try:
+        return function(**kwargs)
+    except PluginError:
+        raise
+    except UserError as exc:  # already a message for the user; say whose
+        raise PluginError(f"plugin {plugin!r} ({hook}): {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"plugin {plugin!r} raised in {hook}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_marked(plugin: Any, name: str) -> None:
+    """A function named like a hook but without ``@hookimpl`` would be ignored in silence."""
+    for hook in HOOKS:
+        function = getattr(plugin, hook, None)
+        if callable(function) and not hasattr(function, "autotransfer_impl"):
+            raise PluginError(f"plugin {name!r} defines {hook} without @hookimpl; "
+                              "decorate it with `from autotransfer import hookimpl`")
+
+
+def _import_file(path: Path):
+    """Import a ``.py`` file as a module of its own (never shadowing an installed module's name)."""
+    module_name = f"_autotransfer_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"plugin {path.stem!r} ({path}) failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
 
 
 def _names_from_env(var: str) -> set[str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import time
 import traceback
@@ -173,18 +175,22 @@ class Search:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
             optuna.storages.RetryFailedTrialCallback
-        try:
-            # a worker killed mid-trial stops beating: its trial is failed and queued once again
-            storage = optuna.storages.RDBStorage(
-                config.storage_url, heartbeat_interval=max(1, min(30, config.heartbeat // 4)),
-                grace_period=config.heartbeat,
-                # several local workers share one SQLite file: wait for its lock rather than fail
-                engine_kwargs={"connect_args": {"timeout": 60}} if config.storage_url.startswith("sqlite") else None,
-                **{"heartbeat_stale_trial_callback" if retry.__name__.startswith("RetryHeartbeat")
-                   else "failed_trial_callback": retry(max_retry=1)},
-            )
-        except Exception as exc:
-            raise UserError(f"--storage {config.storage_url}: cannot open ({type(exc).__name__}: {exc})") from exc
+        for attempt in range(4):  # workers meeting an empty database all create its tables: the losers retry
+            try:
+                # a worker killed mid-trial stops beating: its trial is failed and queued once again
+                storage = optuna.storages.RDBStorage(
+                    config.storage_url, heartbeat_interval=max(1, min(30, config.heartbeat // 4)),
+                    grace_period=config.heartbeat,
+                    # several local workers share one SQLite file: wait for its lock rather than fail
+                    engine_kwargs={"connect_args": {"timeout": 60}} if config.storage_url.startswith("sqlite") else None,
+                    **{"heartbeat_stale_trial_callback" if retry.__name__.startswith("RetryHeartbeat")
+                       else "failed_trial_callback": retry(max_retry=1)},
+                )
+                break
+            except Exception as exc:
+                if attempt == 3 or isinstance(exc, ImportError):
+                    raise UserError(f"--storage {config.storage_url}: cannot open ({type(exc).__name__}: {exc})") from exc
+                time.sleep(0.5 + attempt)
         pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
                   if config.pruning else optuna.pruners.NopPruner())
         try:  # creating is atomic: of several workers starting at once, exactly one creates
@@ -384,6 +390,7 @@ class Search:
 
         reference = trial.user_attrs.get("reference")
         started = time.time()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
         try:
             trainer, info = self.build_trial(trial, reference)
 
@@ -445,26 +452,37 @@ class Search:
         return sum(1 for t in trials if t.state in STATES_COUNTED
                    or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs))
 
-    def run(self) -> SearchResult:
+    def running_trials(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+    def _stop_when_budget_taken(self, study: optuna.Study, trial) -> None:
+        """With several workers, --n-trials is their total: finished trials plus those still running."""
+        if self.config.n_trials is not None and self.counted_trials() + self.running_trials() >= self.config.n_trials:
+            study.stop()
+
+    def run(self, *, finalize: bool = True) -> SearchResult:
         config = self.config
         self._enqueue_first_trials()
+        optuna.storages.fail_stale_trials(self.study)  # trials of workers that died are failed (and queued again)
         done = self.counted_trials()
         remaining = None if config.n_trials is None else max(0, config.n_trials - done)
         progress = Progress(total=config.n_trials, already=done, timeout=config.timeout, quiet=config.quiet,
                             metric=self.metric)
         progress.start(self)
         try:
-            if remaining != 0:
+            if remaining != 0 and (remaining is None or self.running_trials() < remaining):
                 self.study.optimize(self.objective, n_trials=remaining, timeout=config.timeout,
-                                    catch=(TrialFailed,), callbacks=[progress], gc_after_trial=True)
+                                    catch=(TrialFailed,), callbacks=[progress, self._stop_when_budget_taken],
+                                    gc_after_trial=True)
         finally:
             from . import cache
             from .results import write_leaderboard
 
             write_leaderboard(self.study, self.out / "leaderboard.csv")
             cache.activations.clear()  # spilled files are only valid inside this process
-        best = self.finalize()
-        progress.finish(best)
+        best = self.finalize() if finalize else None  # workers spawned by --devices leave this to their parent
+        if finalize:
+            progress.finish(best)
         return SearchResult(out_dir=self.out, best=best, study=self.study)
 
     def finalize(self) -> Optional[dict]:
@@ -476,3 +494,14 @@ class Search:
 
 def run_search(config: SearchConfig) -> SearchResult:
     return Search(config).run()
+
+
+class _CallableModule(type(sys)):
+    """``autotransfer.search(DATA, ...)`` stays the Python entry point even after this module,
+    which shares its name, has been imported (importing a submodule rebinds the package attribute)."""
+
+    def __call__(self, data, **options) -> SearchResult:
+        return run_search(SearchConfig(data=str(data), **options))
+
+
+sys.modules[__name__].__class__ = _CallableModule

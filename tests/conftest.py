@@ -67,3 +67,36 @@ def digits_search(digits, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     reset_host()
     return out
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A PostgreSQL server for the multi-worker tests: CI starts one (.ci/run) and must not skip them."""
+    url = os.environ.get("AUTOTRANSFER_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but AUTOTRANSFER_TEST_POSTGRES is unset: .ci/run starts PostgreSQL and sets it")
+        pytest.skip("set AUTOTRANSFER_TEST_POSTGRES=postgresql://USER:PASSWORD@HOST/DB to run the PostgreSQL tests")
+    return url
+
+
+@pytest.fixture
+def shared_study(request, tmp_path):
+    """(storage URL, study name) on ``sqlite`` or ``postgres`` (indirect parametrisation); a
+    PostgreSQL study is deleted afterwards."""
+    import uuid
+
+    import optuna
+
+    from autotransfer.config import with_driver
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared-study.db'}", name
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url, name
+    try:
+        optuna.delete_study(study_name=name, storage=with_driver(url))
+    except KeyError:
+        pass

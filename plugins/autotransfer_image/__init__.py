@@ -28,8 +28,16 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _is_loop(dirpath: str, name: str) -> bool:
+    """A directory link back to a folder above it (or to itself) would walk in circles."""
+    here = os.path.realpath(dirpath)
+    target = os.path.realpath(os.path.join(dirpath, name))
+    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
+
+
 def _walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, sorted, following directory links once (no loops)."""
+    """Image files under ``folder``, sorted, following directory links once; links that loop back
+    above themselves are skipped with a warning."""
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -37,9 +45,18 @@ def _walk_images(folder: Path) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in dirnames:
+            if _is_loop(dirpath, d):
+                print(f"warning: skipped {_item_name(Path(dirpath) / d)}: a link that loops back above itself",
+                      file=sys.stderr)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_loop(dirpath, d))
         found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
     return sorted(found)
+
+
+def _item_name(path: Path) -> str:
+    """The path as text that stores and prints anywhere: bytes that are not UTF-8 become escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def detect(path: str) -> bool:
@@ -59,8 +76,14 @@ def _check_image(path: Path) -> str | None:
         with Image.open(path) as image:
             image.load()
         return None
+    except Image.DecompressionBombError as exc:
+        return f"too large to decode safely ({exc}); downscale it"
+    except OSError as exc:
+        if exc.errno is not None:  # unreadable: permissions, a link loop, a dangling link
+            return f"cannot read it ({exc.strerror})"
+        return f"cannot decode it ({exc})".splitlines()[0]
     except Exception as exc:  # PIL raises many types for broken files
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return f"cannot decode it ({type(exc).__name__}: {exc})".splitlines()[0]
 
 
 def load(path: str, config=None):
@@ -87,19 +110,22 @@ def load(path: str, config=None):
     notes, kept_files, kept_labels = [], [], []
     for file, label, problem in zip(files, labels, problems):
         if problem:
-            notes.append(f"skipped corrupt image {file} ({problem})")
+            notes.append(f"skipped {_item_name(file)}: {problem}")
         else:
             kept_files.append(file)
             kept_labels.append(label)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
+    if notes:
+        print(f"warning: {len(notes)} of {len(files)} image files skipped; the other {len(files) - len(notes)} are used",
+              file=sys.stderr)
     if len(classes) >= 2 and len(notes) == len(files):
         raise UserError(f"{path}: none of the {len(files)} images could be decoded; check the files")
     dataset = Dataset(
         root=str(root.resolve()),
         task="image-classification",
         modality=IMAGE,
-        items=[f.relative_to(root).as_posix() for f in kept_files],
+        items=[_item_name(f.relative_to(root)) for f in kept_files],
         labels=kept_labels,
         classes=classes,
         encode=lambda indices, preprocessing: encode_files([kept_files[i] for i in indices], preprocessing),
@@ -129,9 +155,9 @@ def load_unlabeled(paths, config=None):
         raise UserError(f"{', '.join(map(str, paths))}: no image files found")
     bad = [(f, r) for f in files if (r := _check_image(f))]
     if bad:
-        raise UserError(f"{bad[0][0]}: cannot decode image ({bad[0][1]}); remove or replace it")
+        raise UserError(f"{_item_name(bad[0][0])}: {bad[0][1]}; remove or replace it")
     return Dataset(
-        root="", task="image-classification", modality=IMAGE, items=[str(f) for f in files], labels=None,
+        root="", task="image-classification", modality=IMAGE, items=[_item_name(f) for f in files], labels=None,
         classes=[], encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
         prepare=prepare,
     )
@@ -144,8 +170,26 @@ def _decode(path: Path, size: int, interpolation: str):
     resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
         interpolation, Image.BICUBIC)
     with Image.open(path) as image:
-        image = image.convert("RGB").resize((size, size), resample)
+        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the file is much larger
+        image = to_rgb(image).resize((size, size), resample)
         return np.asarray(image, dtype=np.uint8)
+
+
+def to_rgb(image):
+    """Any mode as 8-bit RGB: upright per EXIF, 16-bit and float grey scaled (not clipped),
+    transparency laid over white (not the black that hides under transparent pixels)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray((values.clip(0, top) * (255.0 / top)).round().astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB")
 
 
 def encode_files(files, preprocessing):
