@@ -367,7 +367,7 @@ class Search:
         train_config = TrainConfig(
             epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, device=self.device,
             preprocessing=preprocessing, prepare=self.dataset.prepare, augment=augment, use_cache=config.cache,
-            cache_key=(backbone_name, pretrained, tuple(sorted((k, str(v)) for k, v in preprocessing.items()))),
+            cache_key=(backbone_name, pretrained or f"random-init-{config.seed + getattr(trial, 'number', 0)}", tuple(sorted((k, str(v)) for k, v in preprocessing.items()))),
             seed=config.seed + getattr(trial, "number", 0),
             **{k: v for k, v in plan.notes.get("train", {}).items()},
         )
