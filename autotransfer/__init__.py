@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def search(data, **options):
     """Run a search from Python; see ``autotransfer.config.SearchConfig`` for the options."""
     from .config import SearchConfig
-    from .search import run_search
+    from .engine import run_search
 
     return run_search(SearchConfig(data=str(data), **options))
 

@@ -17,6 +17,15 @@ A suite is YAML::
     search: {image_size: 64, max_epochs: 5, backbones: [tf_efficientnet_lite0]}   # SearchConfig fields
     compare: autotransfer           # wins, ties and losses are this method's against each other
     tie_tolerance: 0.0              # test metrics closer than this are a tie
+    data_efficiency:                # optional: accuracy against labels used ("how much data do I need?")
+      fractions: [0.1, 0.25, 0.5, 1.0]          # of the training split per class, or shots: [1, 5, 10]
+      methods: [autotransfer, linear-probe, scratch]   # the default
+
+With ``data_efficiency`` every dataset, seed and method of that list also runs on a stratified, seeded
+subset of the training split at each size; the validation and test splits are the full data's, the
+same at every size (the split is drawn before the training part is shrunk), and a smaller subset is
+part of every larger one. A fraction of 1.0 is the full run (shared with ``methods`` when both list
+the method). ``methods: []`` runs the curves alone.
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ from .page import Section, esc, image, md_table, render, render_markdown, table
 RUN_FIELDS = {"data", "output", "seed", "n_trials", "timeout", "storage", "study_name", "quiet"}
 SEARCH_FIELDS = {f.name for f in fields(SearchConfig)} - RUN_FIELDS
 SUITE_KEYS = {"name", "description", "datasets", "seeds", "budget", "methods", "recipe_epochs", "search", "compare",
-              "tie_tolerance"}
+              "tie_tolerance", "data_efficiency"}
+EFFICIENCY_METHODS = ["autotransfer", "linear-probe", "scratch"]
 
 
 @dataclass
@@ -61,10 +71,13 @@ class Suite:
     tie_tolerance: float = 0.0
     description: str = ""
     root: Path = Path(".")
+    #: data efficiency: the training-set sizes, each {"train_fraction": f} or {"shots": n}; None is all
+    sizes: list[Optional[dict]] = field(default_factory=list)
+    efficiency_methods: list[str] = field(default_factory=list)
 
     @property
     def subject(self) -> str:
-        return self.compare or self.methods[0]
+        return self.compare or (self.methods or self.efficiency_methods)[0]
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -96,15 +109,55 @@ def load_suite(path: str | Path) -> Suite:
     names = [d["name"] for d in datasets]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: dataset names repeat ({', '.join(names)}); give each a distinct name")
+    sizes, efficiency_methods = _sizes(raw.get("data_efficiency"), path)
     suite = Suite(name=str(raw.get("name") or path.stem), datasets=datasets, seeds=list(raw.get("seeds") or [0]),
                   n_trials=budget.get("n_trials"), timeout=budget.get("timeout"), search=search,
                   recipe_epochs=int(raw.get("recipe_epochs", 10)), compare=raw.get("compare"),
                   tie_tolerance=float(raw.get("tie_tolerance", 0.0)), description=str(raw.get("description", "")),
-                  root=path.parent, **({"methods": list(raw["methods"])} if raw.get("methods") else {}))
-    for name in suite.methods + [suite.subject]:
+                  root=path.parent, sizes=sizes, efficiency_methods=efficiency_methods,
+                  **({"methods": list(raw["methods"])} if raw.get("methods") is not None else {}))
+    if not suite.methods and not suite.sizes:
+        raise UserError(f"{path}: methods is empty and there is no data_efficiency: nothing to run")
+    for name in suite.methods + suite.efficiency_methods + ([suite.subject] if suite.methods else []):
         if name not in METHODS:
             raise UserError(f"{path}: unknown method {name!r}; valid: {', '.join(METHODS)}")
     return suite
+
+
+def _sizes(spec: Any, suite_path: Path) -> tuple[list[Optional[dict]], list[str]]:
+    """``data_efficiency:`` -> the training-set sizes (smallest first; None is the whole split) and
+    the methods to run at each."""
+    if spec is None:
+        return [], []
+    where = f"{suite_path}: data_efficiency"
+    if not isinstance(spec, dict) or set(spec) - {"fractions", "shots", "methods"} \
+            or ("fractions" in spec) == ("shots" in spec):
+        raise UserError(f"{where} takes fractions: [0.1, 0.5, 1.0] or shots: [1, 5, 10] (one of them), "
+                        f"and optionally methods: [...]")
+    key = "fractions" if "fractions" in spec else "shots"
+    values = spec[key]
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}: {key} is a non-empty list, e.g. {key}: [0.1, 0.5, 1.0]")
+    sizes: list[Optional[dict]] = []
+    for value in sorted(set(values)):
+        if key == "fractions":
+            if not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise UserError(f"{where}: fraction {value!r} is not in (0, 1]")
+            sizes.append(None if value == 1 else {"train_fraction": float(value)})
+        else:
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{where}: shots {value!r} is not a whole number of examples per class (>= 1)")
+            sizes.append({"shots": value})
+    methods = list(spec.get("methods") or EFFICIENCY_METHODS)
+    return sizes, methods
+
+
+def size_label(size: Optional[dict]) -> str:
+    if size is None:
+        return "100%"
+    if "shots" in size:
+        return f"{size['shots']}-shot"
+    return f"{size['train_fraction'] * 100:g}%"
 
 
 def _dataset(entry: Any, suite_path: Path) -> dict:
@@ -137,7 +190,7 @@ class Method:
 
 
 def _search(config: SearchConfig):
-    from .search import Search
+    from .engine import Search
 
     return Search(config)
 
@@ -160,7 +213,7 @@ def _recipe(config: SearchConfig, suite: Suite, backbone: Optional[str] = None):
 def _top_ranked(config: SearchConfig, suite: Suite):
     """LogME ranks the candidate backbones on the training split; the recipe trains the top one."""
     from .rank import rank_backbones
-    from .search import Search
+    from .engine import Search
 
     ranker = Search(replace(config, strategies=["linear-probe"]), open_study=False)
     names = [b.name for b in ranker.backbones]
@@ -185,6 +238,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("top-ranked", "the backbone LogME ranks first (transferability, before training), trained with the "
            "default recipe; one trial plus the ranking",
            _top_ranked),
+    Method("scratch", "the search restricted to the scratch reference: the same architectures from random "
+           "weights, every layer trained",
+           lambda config, suite: _search(replace(config, strategies=["scratch"], reference=False))),
 )}
 
 
@@ -204,18 +260,18 @@ def dataset_path(entry: dict, out: Path) -> str:
 
 
 def run_one(suite: Suite, entry: dict, method: str, seed: int, out: Path, *, device: Optional[str] = None,
-            quiet: bool = True) -> dict:
-    """One search (or baseline) of one dataset and seed; its record is kept in run.json, so a
-    benchmark run again skips what it has."""
+            quiet: bool = True, size: Optional[dict] = None) -> dict:
+    """One search (or baseline) of one dataset and seed, on the whole training split or on ``size``
+    of it; its record is kept in run.json, so a benchmark run again skips what it has."""
     from . import cache
 
-    run_dir = out / "runs" / entry["name"] / method / f"seed-{seed}"
+    run_dir = out / "runs" / entry["name"] / (f"train-{size_label(size).replace('%', 'pct')}" if size else ".") / method / f"seed-{seed}"
     record_path = run_dir / "run.json"
     if record_path.is_file():
         return json.loads(record_path.read_text())
     # a run cut short is started again from nothing: its time must be the whole run's
     shutil.rmtree(run_dir, ignore_errors=True)
-    options = dict(suite.search) | ({"device": device} if device else {})
+    options = dict(suite.search) | ({"device": device} if device else {}) | (size or {})
     options.setdefault("reference", False)  # the scratch reference would spend a trial of the budget
     base = SearchConfig(data=dataset_path(entry, out), output=str(run_dir), seed=seed, n_trials=suite.n_trials,
                         timeout=suite.timeout, quiet=quiet, **options)
@@ -229,6 +285,7 @@ def run_one(suite: Suite, entry: dict, method: str, seed: int, out: Path, *, dev
     states = [t.state for t in trials]
     record = {
         "dataset": entry["name"], "method": method, "seed": seed, "seconds": round(seconds, 2),
+        "size": size_label(size), "n_train": len(search.split["train"]),
         "backbone": best.get("backbone"), "strategy": best.get("strategy"), "metric": best.get("test_metric_name"),
         "val_metric": best.get("val_metric"), "test_metric": best.get("test_metric"),
         "trials": len(trials), "complete": states.count(optuna.trial.TrialState.COMPLETE),
@@ -245,18 +302,26 @@ def run_one(suite: Suite, entry: dict, method: str, seed: int, out: Path, *, dev
 
 def run_suite(suite: Suite, out: str | Path, *, device: Optional[str] = None, quiet: bool = True,
               log: Callable[[str], None] = lambda line: None) -> list[dict]:
+    """Every run of the suite; the data-efficiency runs come back with ``size`` other than 100%
+    (see ``main_records``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = [(entry, seed, method, None) for entry in suite.datasets for seed in suite.seeds for method in suite.methods]
+    runs += [(entry, seed, method, size) for entry in suite.datasets for seed in suite.seeds for size in suite.sizes
+             for method in suite.efficiency_methods if size is not None or method not in suite.methods]
     records = []
-    total = len(suite.datasets) * len(suite.seeds) * len(suite.methods)
-    for entry in suite.datasets:
-        for seed in suite.seeds:
-            for method in suite.methods:
-                record = run_one(suite, entry, method, seed, out, device=device, quiet=quiet)
-                records.append(record)
-                log(f"[{len(records)}/{total}] {entry['name']} seed {seed} {method}: test "
-                    f"{_num(record['test_metric'])} in {record['seconds']:.0f}s")
+    for entry, seed, method, size in runs:
+        record = run_one(suite, entry, method, seed, out, device=device, quiet=quiet, size=size)
+        records.append(record)
+        log(f"[{len(records)}/{len(runs)}] {entry['name']} seed {seed} {method}"
+            f"{' at ' + size_label(size) if size else ''}: test {_num(record['test_metric'])} "
+            f"in {record['seconds']:.0f}s")
     return records
+
+
+def main_records(suite: Suite, records: list[dict]) -> list[dict]:
+    """The runs the method comparison is about: the whole training split, the suite's methods."""
+    return [r for r in records if r.get("size", "100%") == "100%" and r["method"] in suite.methods]
 
 
 # the numbers ---------------------------------------------------------------------------------
@@ -324,6 +389,38 @@ def summarise(records: list[dict], methods: list[str], subject: str, tie_toleran
     return {"per_dataset": per_dataset, "mean_rank": mean_rank, "wins_ties_losses": wtl}
 
 
+def efficiency(records: list[dict], suite: Suite) -> dict:
+    """Accuracy against labels used: per dataset, size and method, the mean and spread over seeds of
+    the test metric; and per dataset and size, how the searched recipe (``autotransfer``, else the
+    first method) does against each other method (better, tie, worse, on the means)."""
+    import statistics
+
+    if not suite.sizes:
+        return {"points": [], "verdicts": []}
+    labels = [size_label(s) for s in suite.sizes]
+    points, verdicts = [], []
+    subject = "autotransfer" if "autotransfer" in suite.efficiency_methods else suite.efficiency_methods[0]
+    for entry in suite.datasets:
+        for label in labels:
+            means = {}
+            for method in suite.efficiency_methods:
+                runs = [r for r in records if r["dataset"] == entry["name"] and r.get("size", "100%") == label
+                        and r["method"] == method]
+                tests = [r["test_metric"] for r in runs if r["test_metric"] is not None]
+                means[method] = statistics.mean(tests) if tests else None
+                points.append({"dataset": entry["name"], "size": label, "method": method, "runs": len(runs),
+                               "n_train": _mean([r.get("n_train") for r in runs]), "test_mean": means[method],
+                               "test_std": statistics.stdev(tests) if len(tests) > 1 else None})
+            for other in suite.efficiency_methods:
+                if other == subject:
+                    continue
+                a, b = _score(means[subject]), _score(means[other])
+                word = "tie" if a == b or abs(a - b) <= suite.tie_tolerance else ("better" if a > b else "worse")
+                verdicts.append({"dataset": entry["name"], "size": label, "method": subject, "against": other,
+                                 "verdict": word, "difference": None if math.isinf(a) or math.isinf(b) else a - b})
+    return {"points": points, "verdicts": verdicts}
+
+
 def _mean(values: list) -> Optional[float]:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -353,23 +450,29 @@ DATASET_HEADERS = ["method", "runs", "test (mean)", "test (std)", "val (mean)", 
 DIGITS = {"seconds": 1, "seconds_mean": 1, "trials_mean": 1, "rank": 1, "mean_rank": 2}
 
 
-def write_csvs(out: Path, records: list[dict], summary: dict) -> list[Path]:
+def write_csvs(out: Path, records: list[dict], summary: dict, curves: Optional[dict] = None) -> list[Path]:
     import pandas as pd
 
-    history = [{"dataset": r["dataset"], "seed": r["seed"], "method": r["method"], "elapsed_s": t, "val_metric": v}
-               for r in records for t, v in r["history"]]
-    frames = {"runs.csv": pd.DataFrame(records, columns=RUN_COLUMNS),
+    history = [{"dataset": r["dataset"], "size": r.get("size", "100%"), "seed": r["seed"], "method": r["method"],
+                "elapsed_s": t, "val_metric": v} for r in records for t, v in r["history"]]
+    frames = {"runs.csv": pd.DataFrame(records, columns=RUN_COLUMNS + ["size", "n_train"]),
               "per_dataset.csv": pd.DataFrame(summary["per_dataset"]),
               "mean_rank.csv": pd.DataFrame(summary["mean_rank"]),
               "wins_ties_losses.csv": pd.DataFrame(summary["wins_ties_losses"]),
-              "history.csv": pd.DataFrame(history, columns=["dataset", "seed", "method", "elapsed_s", "val_metric"])}
+              "history.csv": pd.DataFrame(history, columns=["dataset", "size", "seed", "method", "elapsed_s",
+                                                                 "val_metric"])}
+    if curves and curves["points"]:
+        frames["data_efficiency.csv"] = pd.DataFrame(curves["points"])
+        frames["data_efficiency_verdicts.csv"] = pd.DataFrame(curves["verdicts"])
     for name, frame in frames.items():
         frame.to_csv(out / name, index=False)
     return [out / name for name in frames]
 
 
-def report_sections(suite: Suite, records: list[dict], summary: dict, env: dict) -> list[Section]:
-    methods = [{"method": m, "what": METHODS[m].description} for m in suite.methods]
+def report_sections(suite: Suite, records: list[dict], summary: dict, env: dict,
+                    curves: Optional[dict] = None) -> list[Section]:
+    methods = [{"method": m, "what": METHODS[m].description} for m in dict.fromkeys(suite.methods
+                                                                                    + suite.efficiency_methods)]
     budget = (f"{suite.n_trials} trials" if suite.n_trials else "") + (
         f"{' and ' if suite.n_trials else ''}{suite.timeout:.0f} s" if suite.timeout else "")
     setup = (f"Datasets: {len(suite.datasets)}; seeds: {', '.join(map(str, suite.seeds))}; methods: "
@@ -377,8 +480,29 @@ def report_sections(suite: Suite, records: list[dict], summary: dict, env: dict)
              f"{suite.recipe_epochs} epochs. Search options: {json.dumps(suite.search)}. Each method runs through "
              "the same engine on the same files, split (per seed) and device; the test split is held out and "
              "used once per run. Metric: test accuracy of the run's best configuration.")
+    if suite.sizes:
+        setup += (f" Data efficiency: {', '.join(suite.efficiency_methods)} also run on "
+                  f"{', '.join(size_label(s) for s in suite.sizes)} of each training split (stratified, seeded; "
+                  "validation and test stay the full split's).")
     out = [Section("setup", "Setup", f"<p>{esc(setup)}</p>" + table(methods, ["method", "what"]),
                    setup + "\n\n" + md_table(methods, ["method", "what"]))]
+    if suite.methods:
+        out += comparison_sections(suite, main_records(suite, records), summary)
+    if curves and curves["points"]:
+        out += efficiency_sections(suite, curves)
+    files = ("runs.csv (one row a run), per_dataset.csv, mean_rank.csv, wins_ties_losses.csv, history.csv (every "
+             "completed trial's validation metric against time)"
+             + (", data_efficiency.csv and data_efficiency_verdicts.csv (the curves)" if suite.sizes else "")
+             + "; each run's search folder is under runs/.")
+    out.append(Section("files", "Files", f"<p>{esc(files)}</p>", files))
+    facts = [{"what": k, "value": v} for k, v in env.items()]
+    out.append(Section("environment", "Machine", table(facts, ["what", "value"], code=("value",)),
+                       md_table(facts, ["what", "value"])))
+    return out
+
+
+def comparison_sections(suite: Suite, records: list[dict], summary: dict) -> list[Section]:
+    out = []
     rank_text = ("Methods ranked per dataset by mean test metric over seeds (1 is best, ties share), then "
                  "averaged across datasets.")
     out.append(Section("mean-rank", "Mean rank across datasets",
@@ -407,21 +531,52 @@ def report_sections(suite: Suite, records: list[dict], summary: dict, env: dict)
                 + table(picks, ["seed", "method", "backbone", "strategy", "test", "seconds"], digits=DIGITS))
         out.append(Section(f"dataset-{name}", f"Dataset: {name}", body,
                            where + "\n\n" + md_table(rows, DATASET_COLUMNS, headers=DATASET_HEADERS, digits=DIGITS)))
-    files = ("runs.csv (one row a run), per_dataset.csv, mean_rank.csv, wins_ties_losses.csv, history.csv (every "
-             "completed trial's validation metric against time); each run's search folder is under runs/.")
-    out.append(Section("files", "Files", f"<p>{esc(files)}</p>", files))
-    facts = [{"what": k, "value": v} for k, v in env.items()]
-    out.append(Section("environment", "Machine", table(facts, ["what", "value"], code=("value",)),
-                       md_table(facts, ["what", "value"])))
+    return out
+
+
+def efficiency_sections(suite: Suite, curves: dict) -> list[Section]:
+    """Per dataset: test accuracy against training labels, a line per method, and a table with the
+    searched recipe's verdict against each other method at each size."""
+    out = []
+    methods = suite.efficiency_methods
+    for entry in suite.datasets:
+        name = entry["name"]
+        points = [p for p in curves["points"] if p["dataset"] == name]
+        verdicts = [v for v in curves["verdicts"] if v["dataset"] == name]
+        rows = []
+        for label in dict.fromkeys(p["size"] for p in points):
+            at = {p["method"]: p for p in points if p["size"] == label}
+            row = {"size": label, "labels": _mean([p["n_train"] for p in at.values()])}
+            for m in methods:
+                p = at[m]
+                row[m] = "-" if p["test_mean"] is None else (
+                    f"{p['test_mean']:.4f}" + (f" ± {p['test_std']:.4f}" if p["test_std"] is not None else ""))
+            for v in verdicts:
+                if v["size"] == label:
+                    row[f"vs {v['against']}"] = v["verdict"]
+            rows.append(row)
+        columns = ["size", "labels"] + methods + [f"vs {m}" for m in methods if any(v["against"] == m for v in verdicts)]
+        subject = verdicts[0]["method"] if verdicts else methods[0]
+        text = (f"Test accuracy (mean ± std over seeds {', '.join(map(str, suite.seeds))}) against the number of "
+                f"labelled training examples; validation and test sets are the same at every size. 'vs' columns: "
+                f"{subject}'s mean against that method's (a tie within {suite.tie_tolerance}).")
+        series = {m: [(p["n_train"], p["test_mean"], p["test_std"]) for p in points if p["method"] == m]
+                  for m in methods}
+        body = (f"<p>{esc(text)}</p>" + image(plots.accuracy_against_labels(series, "test accuracy", name),
+                                             f"{name}: accuracy against labels used")
+                + table(rows, columns, digits={"labels": 0}))
+        out.append(Section(f"efficiency-{name}", f"Data efficiency: {name}", body,
+                           text + "\n\n" + md_table(rows, columns, digits={"labels": 0})))
     return out
 
 
 def write_benchmark_report(suite: Suite, out: str | Path, records: list[dict], env: dict) -> tuple[Path, Path]:
     out = Path(out)
-    summary = summarise(records, suite.methods, suite.subject, suite.tie_tolerance)
-    write_csvs(out, records, summary)
+    summary = summarise(main_records(suite, records), suite.methods, suite.subject, suite.tie_tolerance)
+    curves = efficiency(records, suite)
+    write_csvs(out, records, summary, curves)
     (out / "machine.json").write_text(json.dumps(env, indent=2))
-    parts = report_sections(suite, records, summary, env)
+    parts = report_sections(suite, records, summary, env, curves)
     title = f"autotransfer benchmark: {suite.name}"
     where = env.get("gpu") or f"{env.get('cpu', env.get('platform'))}, {env.get('cpu_count')} cores"
     subtitle = f"{suite.description + ' ' if suite.description else ''}{len(records)} runs on {env['device']} ({where})"
@@ -436,7 +591,7 @@ def run_benchmark(suite_path: str | Path, out: Optional[str | Path] = None, *, d
     suite = load_suite(suite_path)
     out = Path(out or Path("benchmark-out") / suite.name)
     records = run_suite(suite, out, device=device, quiet=quiet, log=log)
-    from .search import resolve_device
+    from .engine import resolve_device
 
     env = machine(str(resolve_device(device or suite.search.get("device", "auto"))))
     return write_benchmark_report(suite, out, records, env)

@@ -65,6 +65,8 @@ def _split_list(ctx, param, value):
 @click.option("--aux-task", "aux_tasks", multiple=True, type=click.Path(), help="A related labelled task for multitask (repeatable).")
 @click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
 @click.option("--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this.")
+@click.option("--train-fraction", type=float, help="Train on this fraction of the training split (stratified; validation and test unchanged).")
+@click.option("--shots", type=int, help="Train on at most this many examples per class (validation and test unchanged).")
 @click.option("--no-cache", is_flag=True, help="Recompute frozen layers every epoch (to measure the cache).")
 @click.option("--no-pruning", is_flag=True, help="Run every trial to its last epoch.")
 @click.option("--no-rank", is_flag=True, help="Do not order the first trials by LogME ranking.")
@@ -79,7 +81,7 @@ def _split_list(ctx, param, value):
 def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **options):
     """Search backbones, strategies and their knobs on DATA."""
     from .config import SearchConfig
-    from .search import run_search
+    from .engine import run_search
 
     options["aux_tasks"] = list(options["aux_tasks"])
     config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
@@ -109,7 +111,7 @@ def rank(ctx, data, as_json, **options):
     """Rank candidate backbones for DATA by LogME on frozen features, in seconds, before any training."""
     from .config import SearchConfig
     from .rank import rank_backbones
-    from .search import Search
+    from .engine import Search
 
     search = Search(SearchConfig(data=data, plugins=ctx.obj["plugins"], **options), open_study=False)
     ranking = rank_backbones(search)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from .errors import UserError
 
 
 @dataclass
@@ -35,6 +38,11 @@ class SearchConfig:
     batch_sizes: tuple[int, ...] = (16, 32, 64, 128)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    #: learning from less data: train on this fraction of the training split (stratified, seeded);
+    #: validation and test stay what the full split gives
+    train_fraction: Optional[float] = None
+    #: ... or on at most this many training examples per class
+    shots: Optional[int] = None
     #: reuse frozen activations across epochs and trials
     cache: bool = True
     #: memory for cached activations before they spill to OUTPUT/cache on disk
@@ -63,6 +71,12 @@ class SearchConfig:
         if isinstance(self.strategies, str):
             self.strategies = [s for s in self.strategies.split(",") if s]
         self.batch_sizes = tuple(self.batch_sizes)
+        if self.train_fraction is not None and not 0 < self.train_fraction <= 1:
+            raise UserError(f"--train-fraction {self.train_fraction}: give a fraction in (0, 1], e.g. 0.1")
+        if self.shots is not None and self.shots < 1:
+            raise UserError(f"--shots {self.shots}: give at least 1 training example per class")
+        if self.train_fraction is not None and self.shots is not None:
+            raise UserError("--train-fraction and --shots both given: choose one way to shrink the training split")
 
     @property
     def out_dir(self) -> Path:
@@ -71,6 +85,11 @@ class SearchConfig:
     @property
     def storage_url(self) -> str:
         return with_driver(self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}")
+
+    @property
+    def storage_shown(self) -> str:
+        """The storage URL as printed: a password in it is replaced by ***."""
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.storage_url)
 
     def to_dict(self) -> dict:
         return asdict(self)

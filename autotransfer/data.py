@@ -86,6 +86,27 @@ def split_indices(labels: Sequence[int], *, val_fraction: float, test_fraction: 
     return {name: sorted(indices) for name, indices in out.items()}
 
 
+def subsample(labels: Sequence[int], indices: Sequence[int], *, fraction: Optional[float] = None,
+              shots: Optional[int] = None, seed: int) -> list[int]:
+    """A stratified, seeded subset of ``indices`` (the training split) for learning from less data:
+    ``fraction`` of each class (at least one example), or ``shots`` examples per class (all of a
+    class that has fewer). Smaller subsets are prefixes of larger ones for the same seed, so a curve
+    over sizes adds examples instead of drawing new ones; validation and test are not touched."""
+    if fraction is None and shots is None:
+        return list(indices)
+    by_class: dict[int, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(labels[index], []).append(index)
+    rng = random.Random(f"subsample-{seed}")
+    kept = []
+    for label in sorted(by_class):
+        members = sorted(by_class[label])
+        rng.shuffle(members)
+        n = max(1, round(len(members) * fraction)) if fraction is not None else shots
+        kept += members[:n]
+    return sorted(kept)
+
+
 def split_to_items(dataset: Dataset, split: dict[str, list[int]]) -> dict[str, list[str]]:
     return {name: [dataset.items[i] for i in indices] for name, indices in split.items()}
 

@@ -122,3 +122,25 @@ def accuracy_against_time(curves: dict[str, list[dict]], metric: str, title: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return data_uri(fig)
+
+
+def accuracy_against_labels(series: dict[str, list[tuple]], metric: str, title: str) -> str:
+    """Data efficiency: per method, the metric (mean, with the spread over seeds as error bars)
+    against the number of labelled training examples, on a log axis.
+
+    ``series``: method -> [(n_train, mean or None, std or None)]."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (method, points) in enumerate(series.items()):
+        points = sorted(p for p in points if p[0] is not None and p[1] is not None)
+        if not points:
+            continue
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0 for p in points],
+                    color=PALETTE[i % len(PALETTE)], marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training examples (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{title}: how much labelled data is needed", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return data_uri(fig)

@@ -33,7 +33,7 @@ class Progress:
                     f"split train/val/test {len(search.split['train'])}/{len(search.split['val'])}/"
                     f"{len(search.split['test'])}; device {search.device}")
         self._print(f"  backbones: {backbones}\n  strategies: {strategies}")
-        self._print(f"  study: {search.config.storage_url} ({self.already} trials already done)")
+        self._print(f"  study: {search.config.storage_shown} ({self.already} trials already done)")
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.finished += 1

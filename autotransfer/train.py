@@ -26,13 +26,22 @@ def take(inputs: Any, index: torch.Tensor) -> Any:
     return inputs[index]
 
 
+def _part(inputs: Any, part: slice) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v[part] for k, v in inputs.items()}
+    return inputs[part]
+
+
 def count(inputs: Any) -> int:
     return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
+    """Inputs onto the device; to a GPU through pinned memory, so the copy is one asynchronous DMA."""
     if isinstance(inputs, dict):
-        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if device.type == "cuda" and inputs.device.type == "cpu":
+        inputs = inputs.pin_memory()
     return inputs.to(device, non_blocking=True)
 
 
@@ -61,6 +70,26 @@ class TrainConfig:
     schedule: str = "cosine"
     label_smoothing: float = 0.0
     seed: int = 0
+    #: the largest batch one forward/backward may take; a larger ``batch_size`` accumulates gradients
+    #: over micro-batches (same update, less memory). None: measured on CUDA before training (see
+    #: ``fit_micro_batch``), the whole batch elsewhere
+    micro_batch: Optional[int] = None
+
+
+#: GPU memory a train step needs: (fixed bytes, bytes per example), per model/depth/input shape
+_MEMORY: dict[tuple, tuple[float, float]] = {}
+#: the share of free GPU memory a trial plans to use; the rest absorbs fragmentation and evaluation
+HEADROOM = 0.85
+
+
+def largest_batch(fixed: float, per_example: float, available: float, headroom: float = HEADROOM) -> int:
+    """The largest batch (a power of two, at least 1) whose train step fits ``headroom`` of
+    ``available`` bytes, given its linear memory model ``fixed + per_example * batch``."""
+    budget = headroom * available - fixed
+    if per_example <= 0:
+        return 1 << 30
+    fits = int(budget // per_example)
+    return 1 << max(0, fits.bit_length() - 1) if fits >= 1 else 1
 
 
 @dataclass
@@ -149,6 +178,8 @@ class Trainer:
         self.total_steps = steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+        if cfg.micro_batch is None and cfg.device.type == "cuda":
+            cfg.micro_batch = self.fit_micro_batch(train_x, extras_x)
         metric = float("nan")
         for epoch in range(cfg.epochs):
             if self.plan.on_epoch_start is not None:
@@ -202,14 +233,65 @@ class Trainer:
         return mean_loss
 
     def train_step(self, batch: Any, labels: torch.Tensor, extra_batches: Optional[dict] = None) -> torch.Tensor:
-        with self.autocast:
-            loss = self.compute_loss(batch, labels, extra_batches or {})
+        """One optimiser step on the batch: one forward/backward, or, when the batch is larger than
+        ``micro_batch``, gradients accumulated over micro-batches weighted by their size."""
+        extra_batches = extra_batches or {}
+        n = len(labels)
+        micro = self.config.micro_batch or n
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=labels.device)
+        bounds = list(range(0, n, micro)) + [n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]  # never a micro-batch of one (batch norm): the last one takes it
+        for start, stop in zip(bounds, bounds[1:]):
+            part = slice(start, stop)
+            share = (stop - start) / n
+            pieces = {name: (_part(x, part), None if y is None else y[part]) for name, (x, y) in extra_batches.items()}
+            with self.autocast:
+                part_loss = self.compute_loss(_part(batch, part), labels[part], pieces) * share
+            part_loss.backward()
+            loss = loss + part_loss.detach().float()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.detach().float()
+        return loss
+
+    def fit_micro_batch(self, train_x: Any, extras_x: dict) -> int:
+        """CUDA: the largest micro-batch whose train step fits the free GPU memory, from the peak
+        memory of two probe forward/backward passes (weights and running statistics restored), so a
+        batch size that would not fit trains by accumulation instead of failing out of memory."""
+        device = self.config.device
+        trainable = [p for g in self.plan.param_groups for p in g["params"]]
+        key = (self.config.cache_key, self.cached_depth, self.plan.frozen_prefix, sum(p.numel() for p in trainable),
+               tuple(sorted(self.extras)), self.config.augment)
+        n = count(train_x)
+        if key not in _MEMORY and n >= 2:
+            buffers = {name: b.clone() for name, b in self.model.named_buffers()}
+            peaks = []
+            sizes = (min(2, n), min(8, n))
+            for size in sizes:
+                index = torch.arange(size, device=device)
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                with self.autocast:
+                    loss = self.compute_loss(take(train_x, index), self.train.labels[index],
+                                             {k: (take(x, index % count(x)), None if y is None else y[index % count(x)])
+                                              for k, (x, y) in extras_x.items()})
+                loss.backward()
+                self.optimizer.zero_grad(set_to_none=True)
+                peaks.append(torch.cuda.max_memory_allocated(device) - base)
+            with torch.no_grad():
+                for name, b in self.model.named_buffers():
+                    b.copy_(buffers[name])
+            per_example = max(0.0, (peaks[1] - peaks[0]) / max(1, sizes[1] - sizes[0]))
+            optimizer_state = 2 * sum(p.numel() * p.element_size() for p in trainable)  # AdamW's two moments
+            _MEMORY[key] = (peaks[0] - per_example * sizes[0] + optimizer_state, per_example)
+        if key not in _MEMORY:
+            return self.config.batch_size
+        free, _ = torch.cuda.mem_get_info(device)
+        available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return min(self.config.batch_size, largest_batch(*_MEMORY[key], available))
 
     def compute_loss(self, batch: Any, labels: torch.Tensor, extra_batches: dict) -> torch.Tensor:
         """Task loss, plus the strategy's extra term on the extra streams' features (and labels)."""

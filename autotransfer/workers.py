@@ -43,7 +43,7 @@ def run_workers(config: SearchConfig, devices: Sequence[str]):
     export the best model once, from this process."""
     from .progress import Progress
     from .results import write_leaderboard
-    from .search import Search, SearchResult
+    from .engine import Search, SearchResult
 
     here = "cpu" if devices[0] == "cpu" else f"cuda:{devices[0]}"
     search = Search(dataclasses.replace(config, device=here))
@@ -82,7 +82,7 @@ def export_best(out_dir: str, *, storage: Optional[str] = None, study_name: str 
     import optuna
 
     from .results import write_leaderboard
-    from .search import Search
+    from .engine import Search
 
     if storage is None:
         db = Path(out_dir) / "study.db"
@@ -107,7 +107,7 @@ def export_best(out_dir: str, *, storage: Optional[str] = None, study_name: str 
 
 
 def _worker_main(argv: list[str]) -> int:
-    from .search import Search
+    from .engine import Search
 
     try:
         Search(SearchConfig(**json.loads(argv[0]))).run(finalize=False)

@@ -26,7 +26,7 @@ METHODS = {"source-only": None, "dann": "dann", "coral": "coral", "mmd": "mmd"}
 def run(source: Path, target: Path, method: str, seed: int, args, out: Path) -> dict:
     from autotransfer import cache
     from autotransfer.config import SearchConfig
-    from autotransfer.search import run_search
+    from autotransfer.engine import run_search
 
     adapt = METHODS[method]
     config = SearchConfig(

@@ -107,7 +107,7 @@ def summarise(study, wall: float) -> dict:
 def autotransfer_search(data: Path, budget: float, size: int, strategy: str, max_epochs: int, seed: int, out: Path) -> dict:
     from autotransfer import cache
     from autotransfer.config import SearchConfig
-    from autotransfer.search import run_search
+    from autotransfer.engine import run_search
 
     cache.activations.clear()
     cache.inputs.clear()
@@ -139,7 +139,7 @@ def raw_throughput(size: int, batch: int = 32, steps: int = 10) -> float:
 def trial_throughput_and_overhead(data: Path, size: int, out: Path) -> dict:
     """One full fine-tune trial of 3 epochs through autotransfer, timed by phase."""
     from autotransfer.config import SearchConfig
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     search = Search(SearchConfig(data=str(data), output=str(out), backbones=[BACKBONE], image_size=size, quiet=True))
     params = {"backbone": BACKBONE, "strategy": "full-finetune", "full-finetune.lr": 1e-3, "epochs": 3,
@@ -162,7 +162,7 @@ def kendall_for_zoo(data: Path, size: int, out: Path) -> dict:
 
     from autotransfer.config import SearchConfig
     from autotransfer.rank import rank_backbones
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     search = Search(SearchConfig(data=str(data), output=str(out), image_size=size, quiet=True), open_study=False)
     ranking = rank_backbones(search)

@@ -33,7 +33,7 @@ STRATEGIES = ("linear-probe", "partial-finetune", "full-finetune", "lora", "bitf
 
 def autotransfer_run(data: Path, out: Path, strategy: str, args) -> dict:
     from autotransfer.config import SearchConfig
-    from autotransfer.search import run_search
+    from autotransfer.engine import run_search
 
     started = time.time()
     result = run_search(SearchConfig(data=str(data), output=str(out), n_trials=args.trials, max_epochs=args.max_epochs,

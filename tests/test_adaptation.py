@@ -66,7 +66,7 @@ def test_objective_reads_no_target_label(digits, mnist, tmp_path):
 
 def test_target_streams_carry_no_labels(digits, mnist, tmp_path):
     from autotransfer.config import SearchConfig
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     search = Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), target_unlabeled=str(mnist),
                                  backbones=["tf_efficientnet_lite0"], image_size=32))

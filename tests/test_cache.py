@@ -16,7 +16,7 @@ PARTIAL = {"strategy": "partial-finetune", "partial-finetune.lr": 1e-3, "partial
 
 def make_search(digits, tmp_path, **overrides):
     from autotransfer.config import SearchConfig
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     options = {"backbones": ["tf_efficientnet_lite0"], "image_size": 32, "quiet": True} | overrides
     return Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), **options))

@@ -6,12 +6,12 @@ import optuna
 import pytest
 import torch
 
-from conftest import cli, read_json
+from conftest import FAST, cli, read_json
 
 
 def build(digits, tmp_path, params):
     from autotransfer.config import SearchConfig
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     search = Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), backbones=["tf_efficientnet_lite0"],
                                  image_size=32, quiet=True))
@@ -85,3 +85,79 @@ def test_two_shot_classes_split_without_test(tmp_path):
 
     split = split_indices([0, 0, 1, 1, 2, 2], val_fraction=0.15, test_fraction=0.15, seed=0)
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (3, 3, 0)
+
+
+
+# learning from less data --------------------------------------------------------------------
+def test_shots_shrink_only_the_training_split(digits, tmp_path):
+    from autotransfer.config import SearchConfig
+    from autotransfer.data import split_to_items
+    from autotransfer.engine import Search
+
+    out = tmp_path / "two-shot"
+    cli("search", digits, "-o", out, "--shots", "2", "--n-trials", "1", "--max-epochs", "1",
+        "--strategies", "linear-probe", "--no-reference", *FAST)
+    shrunk = read_json(out / "split.json")
+    whole = Search(SearchConfig(data=str(digits), backbones=["tf_efficientnet_lite0"]), open_study=False)
+    full = split_to_items(whole.dataset, whole.split)
+    assert shrunk["val"] == full["val"] and shrunk["test"] == full["test"]
+    assert set(shrunk["train"]) < set(full["train"]) and len(shrunk["train"]) == 20
+    per_class = {}
+    for item in shrunk["train"]:
+        per_class[item.split("/")[0]] = per_class.get(item.split("/")[0], 0) + 1
+    assert sorted(per_class.values()) == [2] * 10
+    assert read_json(out / "best.json")["test_metric"] is not None
+    # the study keeps its training set: resuming with another size is refused, not mixed
+    result = cli("search", digits, "-o", out, "--shots", "3", "--n-trials", "2", *FAST, expect=2)
+    assert "--shots 2, not 3" in result.output and "Traceback" not in result.output
+
+
+def test_smaller_training_subsets_are_part_of_larger_ones():
+    from autotransfer.data import subsample
+
+    labels = [i % 4 for i in range(200)]
+    train = list(range(0, 200, 2)) + [1, 3]
+    sizes = [subsample(labels, train, shots=k, seed=3) for k in (1, 5, 10)]
+    sizes += [subsample(labels, train, fraction=f, seed=3) for f in (0.5, 1.0)]
+    for smaller, larger in zip(sizes, sizes[1:]):
+        assert set(smaller) <= set(larger)
+    assert sizes[-1] == sorted(train)
+    assert subsample(labels, train, shots=5, seed=4) != sizes[1]  # seeded: another seed, another draw
+    counts = [sum(labels[i] == c for i in sizes[1]) for c in range(4)]
+    assert counts == [5, 1, 5, 1]  # classes 1 and 3 have a single training example: they keep it
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train-fraction", "1.5"], "--train-fraction 1.5: give a fraction in (0, 1]"),
+    (["--shots", "0"], "--shots 0: give at least 1"),
+    (["--shots", "2", "--train-fraction", "0.5"], "--train-fraction and --shots both given"),
+])
+def test_bad_training_sizes_are_one_line_errors(digits, tmp_path, args, message):
+    result = cli("search", digits, "-o", tmp_path / "out", *args, *FAST, expect=2)
+    assert message in result.output and "Traceback" not in result.output
+
+
+# batches that do not fit ---------------------------------------------------------------------
+def test_a_batch_accumulated_over_micro_batches_trains_the_same(digits, tmp_path):
+    """What a GPU trial does when its batch does not fit: the same update from smaller passes."""
+    params = {"strategy": "linear-probe", "linear-probe.lr": 0.03, "epochs": 2, "batch_size": 32}
+    whole = build(digits, tmp_path / "whole", params)
+    whole.fit()
+    split = build(digits, tmp_path / "split", params)
+    split.config.micro_batch = 5  # 32 = 5+5+5+5+5+7: uneven, never a pass of one
+    split.fit()
+    for a, b in zip(whole.model.head.parameters(), split.model.head.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert [h["train_loss"] for h in whole.history] == pytest.approx([h["train_loss"] for h in split.history],
+                                                                      rel=1e-4)
+
+
+@pytest.mark.parametrize("fixed_gb, per_example_mb, free_gb, expected", [
+    (1.0, 100, 10.0, 64),    # (0.85*10 - 1) GB / 100 MB = 75 examples -> 64
+    (1.0, 100, 80.0, 512),   # an H100's worth
+    (9.0, 100, 10.0, 1),     # nothing left over: one at a time rather than not at all
+])
+def test_largest_batch_that_fits(fixed_gb, per_example_mb, free_gb, expected):
+    from autotransfer.train import largest_batch
+
+    assert largest_batch(fixed_gb * 2**30, per_example_mb * 2**20, free_gb * 2**30) == expected

@@ -175,9 +175,9 @@ def register_strategies(register):
 
 
 @pytest.mark.parametrize("batch,state", [(32, "COMPLETE"), (64, "FAIL")])
-def test_out_of_memory_retries_once_with_half_the_batch(digits, tmp_path, batch, state):
+def test_out_of_memory_retries_once_with_half_the_micro_batch(digits, tmp_path, batch, state):
     from autotransfer.config import SearchConfig
-    from autotransfer.search import run_search
+    from autotransfer.engine import run_search
 
     plugin = tmp_path / "oom_strategy.py"
     plugin.write_text(OOM_PLUGIN)
@@ -187,6 +187,9 @@ def test_out_of_memory_retries_once_with_half_the_batch(digits, tmp_path, batch,
                             batch_sizes=(batch,), reference=False, quiet=True))
     trial = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials[0]
     assert trial.state.name == state
-    assert trial.user_attrs["oom_retry_batch_size"] == batch // 2
+    assert trial.user_attrs["oom_retry_micro_batch"] == batch // 2
+    assert trial.params.get("batch_size", batch) == batch  # the same batch, accumulated over two halves
     if state == "FAIL":
-        assert trial.user_attrs["fail_reason"].startswith("out of memory even at half the batch")
+        assert trial.user_attrs["fail_reason"].startswith("out of memory even at half the micro-batch")
+    else:
+        assert trial.user_attrs["micro_batch"] == batch // 2

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from autotransfer.benchmark import METHODS, ranks, summarise
+from autotransfer.benchmark import ranks, summarise
 from autotransfer.report import SECTIONS, parameter_importances
 from conftest import cli, read_json
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
+METHODS = ["autotransfer", "default-recipe", "linear-probe", "random-search", "top-ranked"]
 DATASET = "digits-10pc"
 SUITE = f"""
 name: tiny
@@ -29,7 +30,7 @@ datasets:
   - {{demo: digits, per_class: 10}}
 seeds: [0]
 budget: {{n_trials: 4}}
-methods: [autotransfer, default-recipe, linear-probe, random-search, top-ranked]
+methods: [{', '.join(METHODS)}]
 recipe_epochs: 1
 search: {{image_size: 32, max_epochs: 2, backbones: [{', '.join(BACKBONES)}], strategies: [linear-probe]}}
 """
@@ -164,12 +165,57 @@ def test_benchmark_run_again_skips_finished_runs(bench):
     assert (bench / "runs.csv").read_text() == before
 
 
+CURVES = """
+name: curves
+datasets: [{demo: digits, per_class: 10}]
+seeds: [0]
+budget: {n_trials: 2}
+methods: []
+data_efficiency: {shots: [3, 1]}
+search: {image_size: 32, max_epochs: 1, backbones: [tf_efficientnet_lite0]}
+"""
+
+
+def test_data_efficiency_curves(tmp_path):
+    """Each method at each size, on the same validation and test sets; the picture and the verdicts."""
+    (tmp_path / "curves.yaml").write_text(CURVES)
+    out = tmp_path / "out"
+    cli("benchmark", tmp_path / "curves.yaml", "-o", out, "--device", "cpu")
+    points = pd.read_csv(out / "data_efficiency.csv")
+    assert list(zip(points["size"], points["method"])) == [
+        (size, method) for size in ("1-shot", "3-shot") for method in ("autotransfer", "linear-probe", "scratch")]
+    assert dict(zip(points["size"], points["n_train"])) == {"1-shot": 10, "3-shot": 30}
+    assert points["test_mean"].between(0, 1).all()
+    splits = [read_json(path) for path in sorted((out / "runs" / DATASET).glob("train-*/*/seed-0/split.json"))]
+    assert len(splits) == 6
+    assert all(s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] for s in splits)
+    one, three = (set(read_json(out / "runs" / DATASET / f"train-{k}-shot" / "scratch" / "seed-0" / "split.json")
+                      ["train"]) for k in (1, 3))
+    assert one < three
+    scratch = trials_of(out / "runs" / DATASET / "train-3-shot" / "scratch" / "seed-0")
+    assert {t.params["strategy"] for t in scratch} == {"scratch"}
+    verdicts = pd.read_csv(out / "data_efficiency_verdicts.csv")
+    means = points.set_index(["size", "method"])["test_mean"]
+    for _, v in verdicts.iterrows():
+        mine, theirs = means[(v["size"], "autotransfer")], means[(v["size"], v["against"])]
+        assert v["verdict"] == ("better" if mine > theirs else "worse" if mine < theirs else "tie")
+    page = Page((out / "report.html").read_text())
+    assert [s for s, _ in page.images] == [f"efficiency-{DATASET}"]
+    assert "mean-rank" not in page.ids  # no methods to compare at full size: the curves alone
+    check_self_contained(page)
+    markdown = (out / "report.md").read_text()
+    assert f"## Data efficiency: {DATASET}" in markdown and "| 3-shot | 30 |" in markdown
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"methods": ["autotransfer", "grid-search"]}, "unknown method 'grid-search'; valid: autotransfer,"),
     ({"search": {"n_trials": 3}}, "search: n_trials cannot be set here"),
     ({"datasets": [{"demo": "cifar"}]}, "unknown demo 'cifar'"),
     ({"colour": "blue"}, "unknown keys colour"),
     ({"budget": {}}, "budget takes n_trials and/or timeout"),
+    ({"data_efficiency": {"fractions": [0, 0.5]}}, "data_efficiency: fraction 0 is not in (0, 1]"),
+    ({"data_efficiency": {"fractions": [0.5], "shots": [1]}}, "data_efficiency takes fractions"),
+    ({"data_efficiency": {"shots": [5], "methods": ["scratch", "bagging"]}}, "unknown method 'bagging'"),
 ])
 def test_bad_suites_are_one_line_errors(tmp_path, edit, message):
     import yaml

@@ -26,6 +26,10 @@ def test_search_writes_every_output(digits_search):
     study = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}")
     assert study.best_trial.number == best["trial"]
     assert {t.user_attrs["strategy"] for t in study.trials} >= {"linear-probe", "scratch"}
+    # a pruned trial stopped before its last epoch: a trial that trained to the end is never thrown away
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.user_attrs["epochs_run"] < t.params["epochs"], t.number
 
 
 def test_split_is_stratified_and_disjoint(digits_search):

@@ -33,7 +33,7 @@ def bbc_search(bbc, tmp_path_factory) -> Path:
     """One search over four strategies, one trial each, pinned by enqueueing so each surely runs."""
     from autotransfer.config import SearchConfig
     from autotransfer.plugins import reset_host
-    from autotransfer.search import Search
+    from autotransfer.engine import Search
 
     out = tmp_path_factory.mktemp("search") / "out"
     config = SearchConfig(data=str(bbc), output=str(out), n_trials=4, max_epochs=2, backbones=["all-MiniLM-L6-v2"],
@@ -305,7 +305,7 @@ def test_text_data_takes_only_text_backbones(tmp_path, bbc, digits):
                expect=None), "image")
     from autotransfer.config import SearchConfig
     from autotransfer.plugins import get_host
-    from autotransfer.search import pick_backbones
+    from autotransfer.engine import pick_backbones
 
     defaults = pick_backbones(get_host(), SearchConfig(data=str(bbc)), "text")
     assert {s.name for s in defaults} == {MINILM, f"{MINILM}:cls"}

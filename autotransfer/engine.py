@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 import traceback
 import warnings
@@ -21,7 +20,7 @@ import optuna
 
 from . import __version__
 from .config import SearchConfig
-from .data import Dataset, dumps_split, split_from_items, split_indices, split_to_items
+from .data import Dataset, dumps_split, split_from_items, split_indices, split_to_items, subsample
 from .errors import TrialFailed, UserError
 from .plugins import Host, get_host
 from .progress import Progress
@@ -189,7 +188,7 @@ class Search:
                 break
             except Exception as exc:
                 if attempt == 3 or isinstance(exc, ImportError):
-                    raise UserError(f"--storage {config.storage_url}: cannot open ({type(exc).__name__}: {exc})") from exc
+                    raise UserError(f"--storage {config.storage_shown}: cannot open ({type(exc).__name__}: {exc})") from exc
                 time.sleep(0.5 + attempt)
         pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
                   if config.pruning else optuna.pruners.NopPruner())
@@ -210,7 +209,7 @@ class Search:
         if not self.created_study:  # joining workers seed apart, or those started together sample alike
             study.sampler.reseed_rng()
         if study.user_attrs.get("task") not in (None, self.task.name):
-            raise UserError(f"study {config.study_name!r} in {config.storage_url} searched a "
+            raise UserError(f"study {config.study_name!r} in {config.storage_shown} searched a "
                             f"{study.user_attrs['task']} task; use another --output or --study-name")
         return study
 
@@ -223,6 +222,11 @@ class Search:
             saved = self.study.user_attrs.get("split")
         self.wrote_split = saved is None
         if saved is not None:
+            before = self.study.user_attrs.get("config") or {}
+            for key, flag in (("train_fraction", "--train-fraction"), ("shots", "--shots")):
+                if before.get(key) != getattr(self.config, key):
+                    raise UserError(f"{self.config.storage_shown}: this study trained on {flag} {before.get(key)}, "
+                                    f"not {getattr(self.config, key)}; search into another --output or --study-name")
             items = json.loads(saved)
             (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
             return split_from_items(self.dataset, items, self.config.data)
@@ -237,8 +241,12 @@ class Search:
         return split
 
     def _new_split(self) -> dict[str, list[int]]:
-        return split_indices(self.dataset.labels, val_fraction=self.config.val_fraction,
-                             test_fraction=self.config.test_fraction, seed=self.config.seed)
+        config = self.config
+        split = split_indices(self.dataset.labels, val_fraction=config.val_fraction,
+                              test_fraction=config.test_fraction, seed=config.seed)
+        split["train"] = subsample(self.dataset.labels, split["train"], fraction=config.train_fraction,
+                                   shots=config.shots, seed=config.seed)
+        return split
 
     def _enqueue_first_trials(self) -> None:
         """Start from a cheap strong baseline on the backbone LogME ranks first (and, when there are
@@ -393,26 +401,32 @@ class Search:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
         try:
             trainer, info = self.build_trial(trial, reference)
+            last_epoch = trainer.config.epochs
 
             def report(epoch: int, metric: float, extra: dict) -> None:
                 trial.report(metric, epoch)
-                trial.set_user_attr("epochs_run", epoch)
-                for key, value in extra.items():
-                    trial.set_user_attr(key, value)
-                if not reference and trial.should_prune():
+                # the last epoch is never pruned: the trial has already paid for it
+                prune = not reference and epoch < last_epoch and trial.should_prune()
+                if prune or epoch == last_epoch:  # a storage write each, so once, at the end
+                    trial.set_user_attr("epochs_run", epoch)
+                    for key, value in extra.items():
+                        trial.set_user_attr(key, value)
+                if prune:
                     raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
 
             trainer.report = report
             try:
                 metric = trainer.fit()
             except torch.OutOfMemoryError:
-                # out of memory: retry once with half the batch before giving up
+                # out of memory all the same (the fit is an estimate; other processes take memory too):
+                # retry once from the start with half the micro-batch, the same batch by accumulation
+                half = max(1, (trainer.config.micro_batch or trainer.config.batch_size) // 2)
+                del trainer
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                half = max(1, trainer.config.batch_size // 2)
-                trial.set_user_attr("oom_retry_batch_size", half)
+                trial.set_user_attr("oom_retry_micro_batch", half)
                 trainer, info = self.build_trial(trial, reference)
-                trainer.config.batch_size = half
+                trainer.config.micro_batch = half
                 trainer.report = report
                 metric = trainer.fit()
         except optuna.TrialPruned:
@@ -420,13 +434,15 @@ class Search:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             if isinstance(exc, torch.OutOfMemoryError):
-                reason = f"out of memory even at half the batch: {reason}"
+                reason = f"out of memory even at half the micro-batch: {reason}"
             trial.set_user_attr("fail_reason", reason)
             with open(self.out / "failures.log", "a") as log:
                 log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
             raise TrialFailed(reason) from exc
         finally:
             trial.set_user_attr("duration_s", round(time.time() - started, 2))
+        if (trainer.config.micro_batch or trainer.config.batch_size) < trainer.config.batch_size:
+            trial.set_user_attr("micro_batch", trainer.config.micro_batch)  # the batch was accumulated
         if trainer.target_eval is not None:
             # true target accuracy, beside the search: recorded, never returned to the optimiser
             trial.set_user_attr("target_accuracy", trainer.evaluate(trainer._boundary(trainer.target_eval),
@@ -460,6 +476,19 @@ class Search:
         if self.config.n_trials is not None and self.counted_trials() + self.running_trials() >= self.config.n_trials:
             study.stop()
 
+    def _release_memory(self, study: optuna.Study, trial) -> None:
+        """A trial's model is freed when it returns; should something keep it alive in a reference
+        cycle, collect, but only when GPU memory is filling (a full collection costs ~0.3 s a trial)."""
+        if self.device.type != "cuda":
+            return
+        import gc
+
+        import torch
+
+        if torch.cuda.memory_allocated(self.device) > 0.5 * torch.cuda.get_device_properties(self.device).total_memory:
+            gc.collect()
+            torch.cuda.empty_cache()
+
     def run(self, *, finalize: bool = True) -> SearchResult:
         config = self.config
         self._enqueue_first_trials()
@@ -472,8 +501,8 @@ class Search:
         try:
             if remaining != 0 and (remaining is None or self.running_trials() < remaining):
                 self.study.optimize(self.objective, n_trials=remaining, timeout=config.timeout,
-                                    catch=(TrialFailed,), callbacks=[progress, self._stop_when_budget_taken],
-                                    gc_after_trial=True)
+                                    catch=(TrialFailed,),
+                                    callbacks=[progress, self._stop_when_budget_taken, self._release_memory])
         finally:
             from . import cache
             from .results import write_leaderboard
@@ -494,14 +523,3 @@ class Search:
 
 def run_search(config: SearchConfig) -> SearchResult:
     return Search(config).run()
-
-
-class _CallableModule(type(sys)):
-    """``autotransfer.search(DATA, ...)`` stays the Python entry point even after this module,
-    which shares its name, has been imported (importing a submodule rebinds the package attribute)."""
-
-    def __call__(self, data, **options) -> SearchResult:
-        return run_search(SearchConfig(data=str(data), **options))
-
-
-sys.modules[__name__].__class__ = _CallableModule
