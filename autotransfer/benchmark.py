@@ -475,9 +475,11 @@ def report_sections(suite: Suite, records: list[dict], summary: dict, env: dict,
                                                                                     + suite.efficiency_methods)]
     budget = (f"{suite.n_trials} trials" if suite.n_trials else "") + (
         f"{' and ' if suite.n_trials else ''}{suite.timeout:.0f} s" if suite.timeout else "")
+    recipes = [m for m in ("default-recipe", "top-ranked") if m in suite.methods]
     setup = (f"Datasets: {len(suite.datasets)}; seeds: {', '.join(map(str, suite.seeds))}; methods: "
-             f"{len(suite.methods)}. Budget per search: {budget}; the fixed recipes run one trial of "
-             f"{suite.recipe_epochs} epochs. Search options: {json.dumps(suite.search)}. Each method runs through "
+             f"{len(methods)}. Budget per search: {budget}"
+             + (f"; the fixed recipes run one trial of {suite.recipe_epochs} epochs" if recipes else "")
+             + f". Search options: {json.dumps(suite.search)}. Each method runs through "
              "the same engine on the same files, split (per seed) and device; the test split is held out and "
              "used once per run. Metric: test accuracy of the run's best configuration.")
     if suite.sizes:

@@ -154,7 +154,7 @@ def sample_data(modality: str, folder: Path) -> Path:
 def tiny_search(data: Path, out: Path, **options):
     """One trial of at most ``max_epochs`` (default 1) on CPU, no reference, no ranking."""
     from .config import SearchConfig
-    from .search import run_search
+    from .engine import run_search
 
     settings = dict(n_trials=1, max_epochs=1, image_size=32, max_length=32, reference=False, rank=False,
                     device="cpu", quiet=True)
@@ -348,7 +348,7 @@ class StrategyConformance(_TrainsOnABackbone):
 
         from . import cache
         from .config import SearchConfig
-        from .search import Search
+        from .engine import Search
         from .strategy import Plan
 
         search = Search(SearchConfig(data=str(data), device="cpu", max_epochs=2, **self._options(spec, data)),

@@ -15,6 +15,9 @@ from autotransfer.cli import main
 from autotransfer.plugins import reset_host
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# one compute thread per process: the suite runs several processes at once (workers, kill -9 tests) on a
+# small CI machine, where torch's one-thread-per-core default makes them spin against each other
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # small, fast, still real: EfficientNet-Lite0 at 64 px on 30 digits per class
 FAST = ["--image-size", "64", "--backbones", "tf_efficientnet_lite0", "--quiet"]
 
