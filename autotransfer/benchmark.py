@@ -265,7 +265,8 @@ def run_one(suite: Suite, entry: dict, method: str, seed: int, out: Path, *, dev
     of it; its record is kept in run.json, so a benchmark run again skips what it has."""
     from . import cache
 
-    run_dir = out / "runs" / entry["name"] / (f"train-{size_label(size).replace('%', 'pct')}" if size else ".") / method / f"seed-{seed}"
+    where = f"train-{size_label(size).replace('%', 'pct')}" if size else "."  # the full split: where it always was
+    run_dir = out / "runs" / entry["name"] / where / method / f"seed-{seed}"
     record_path = run_dir / "run.json"
     if record_path.is_file():
         return json.loads(record_path.read_text())
@@ -319,14 +320,33 @@ def run_suite(suite: Suite, out: str | Path, *, device: Optional[str] = None, qu
     return records
 
 
+def _size(record: dict) -> str:
+    """The training-set size a run used (records written before sizes existed used all of it)."""
+    return record.get("size", size_label(None))
+
+
 def main_records(suite: Suite, records: list[dict]) -> list[dict]:
     """The runs the method comparison is about: the whole training split, the suite's methods."""
-    return [r for r in records if r.get("size", "100%") == "100%" and r["method"] in suite.methods]
+    return [r for r in records if _size(r) == size_label(None) and r["method"] in suite.methods]
 
 
 # the numbers ---------------------------------------------------------------------------------
 def _num(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _test_stats(runs: list[dict]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and standard deviation (None below two runs) of the runs' test metric."""
+    import statistics
+
+    tests = [r["test_metric"] for r in runs if r["test_metric"] is not None]
+    return (statistics.mean(tests) if tests else None), (statistics.stdev(tests) if len(tests) > 1 else None)
+
+
+def _outcome(a: Optional[float], b: Optional[float], tolerance: float) -> int:
+    """1 when ``a`` beats ``b``, 0 for a tie (within ``tolerance``), -1 when it loses; missing loses."""
+    a, b = _score(a), _score(b)
+    return 0 if a == b or abs(a - b) <= tolerance else (1 if a > b else -1)
 
 
 def _score(value: Optional[float]) -> float:
@@ -351,8 +371,6 @@ def ranks(scores: dict[str, float]) -> dict[str, float]:
 def summarise(records: list[dict], methods: list[str], subject: str, tie_tolerance: float = 0.0) -> dict:
     """Per dataset: each method's mean test metric over seeds and its rank; across datasets: mean rank;
     and the subject's wins, ties and losses against every other method, per dataset and seed."""
-    import statistics
-
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     per_dataset, rank_rows = [], {m: [] for m in methods}
     for name in datasets:
@@ -360,11 +378,9 @@ def summarise(records: list[dict], methods: list[str], subject: str, tie_toleran
         means = {}
         for m in methods:
             runs = [r for r in mine if r["method"] == m]
-            tests = [r["test_metric"] for r in runs if r["test_metric"] is not None]
-            means[m] = statistics.mean(tests) if tests else None
+            means[m], std = _test_stats(runs)
             per_dataset.append({
-                "dataset": name, "method": m, "runs": len(runs), "test_mean": means[m],
-                "test_std": statistics.stdev(tests) if len(tests) > 1 else None,
+                "dataset": name, "method": m, "runs": len(runs), "test_mean": means[m], "test_std": std,
                 "val_mean": _mean([r["val_metric"] for r in runs]), "seconds_mean": _mean([r["seconds"] for r in runs]),
                 "trials_mean": _mean([r["trials"] for r in runs]),
             })
@@ -383,8 +399,8 @@ def summarise(records: list[dict], methods: list[str], subject: str, tie_toleran
             theirs = by_key.get((name, seed, other))
             if method != subject or theirs is None:
                 continue
-            a, b = _score(mine["test_metric"]), _score(theirs["test_metric"])
-            tally["ties" if a == b or abs(a - b) <= tie_tolerance else ("wins" if a > b else "losses")] += 1
+            outcome = _outcome(mine["test_metric"], theirs["test_metric"], tie_tolerance)
+            tally[{1: "wins", 0: "ties", -1: "losses"}[outcome]] += 1
         wtl.append({"method": subject, "against": other, **tally})
     return {"per_dataset": per_dataset, "mean_rank": mean_rank, "wins_ties_losses": wtl}
 
@@ -393,8 +409,6 @@ def efficiency(records: list[dict], suite: Suite) -> dict:
     """Accuracy against labels used: per dataset, size and method, the mean and spread over seeds of
     the test metric; and per dataset and size, how the searched recipe (``autotransfer``, else the
     first method) does against each other method (better, tie, worse, on the means)."""
-    import statistics
-
     if not suite.sizes:
         return {"points": [], "verdicts": []}
     labels = [size_label(s) for s in suite.sizes]
@@ -404,20 +418,20 @@ def efficiency(records: list[dict], suite: Suite) -> dict:
         for label in labels:
             means = {}
             for method in suite.efficiency_methods:
-                runs = [r for r in records if r["dataset"] == entry["name"] and r.get("size", "100%") == label
+                runs = [r for r in records if r["dataset"] == entry["name"] and _size(r) == label
                         and r["method"] == method]
-                tests = [r["test_metric"] for r in runs if r["test_metric"] is not None]
-                means[method] = statistics.mean(tests) if tests else None
+                means[method], std = _test_stats(runs)
                 points.append({"dataset": entry["name"], "size": label, "method": method, "runs": len(runs),
                                "n_train": _mean([r.get("n_train") for r in runs]), "test_mean": means[method],
-                               "test_std": statistics.stdev(tests) if len(tests) > 1 else None})
+                               "test_std": std})
             for other in suite.efficiency_methods:
                 if other == subject:
                     continue
-                a, b = _score(means[subject]), _score(means[other])
-                word = "tie" if a == b or abs(a - b) <= suite.tie_tolerance else ("better" if a > b else "worse")
+                outcome = _outcome(means[subject], means[other], suite.tie_tolerance)
+                missing = math.isinf(_score(means[subject])) or math.isinf(_score(means[other]))
                 verdicts.append({"dataset": entry["name"], "size": label, "method": subject, "against": other,
-                                 "verdict": word, "difference": None if math.isinf(a) or math.isinf(b) else a - b})
+                                 "verdict": {1: "better", 0: "tie", -1: "worse"}[outcome],
+                                 "difference": None if missing else means[subject] - means[other]})
     return {"points": points, "verdicts": verdicts}
 
 
@@ -453,7 +467,7 @@ DIGITS = {"seconds": 1, "seconds_mean": 1, "trials_mean": 1, "rank": 1, "mean_ra
 def write_csvs(out: Path, records: list[dict], summary: dict, curves: Optional[dict] = None) -> list[Path]:
     import pandas as pd
 
-    history = [{"dataset": r["dataset"], "size": r.get("size", "100%"), "seed": r["seed"], "method": r["method"],
+    history = [{"dataset": r["dataset"], "size": _size(r), "seed": r["seed"], "method": r["method"],
                 "elapsed_s": t, "val_metric": v} for r in records for t, v in r["history"]]
     frames = {"runs.csv": pd.DataFrame(records, columns=RUN_COLUMNS + ["size", "n_train"]),
               "per_dataset.csv": pd.DataFrame(summary["per_dataset"]),

@@ -420,7 +420,7 @@ class Search:
             except torch.OutOfMemoryError:
                 # out of memory all the same (the fit is an estimate; other processes take memory too):
                 # retry once from the start with half the micro-batch, the same batch by accumulation
-                half = max(1, (trainer.config.micro_batch or trainer.config.batch_size) // 2)
+                half = max(1, trainer.config.pass_size // 2)
                 del trainer
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -441,7 +441,7 @@ class Search:
             raise TrialFailed(reason) from exc
         finally:
             trial.set_user_attr("duration_s", round(time.time() - started, 2))
-        if (trainer.config.micro_batch or trainer.config.batch_size) < trainer.config.batch_size:
+        if trainer.config.pass_size < trainer.config.batch_size:
             trial.set_user_attr("micro_batch", trainer.config.micro_batch)  # the batch was accumulated
         if trainer.target_eval is not None:
             # true target accuracy, beside the search: recorded, never returned to the optimiser

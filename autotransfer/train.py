@@ -75,6 +75,11 @@ class TrainConfig:
     #: ``fit_micro_batch``), the whole batch elsewhere
     micro_batch: Optional[int] = None
 
+    @property
+    def pass_size(self) -> int:
+        """Examples in one forward/backward pass: the micro-batch when one is set, else the batch."""
+        return min(self.micro_batch or self.batch_size, self.batch_size)
+
 
 #: GPU memory a train step needs: (fixed bytes, bytes per example), per model/depth/input shape
 _MEMORY: dict[tuple, tuple[float, float]] = {}
