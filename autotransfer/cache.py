@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Callable, Hashable, Optional
+from typing import Any
 
 
 def nbytes(value: Any) -> int:
@@ -22,7 +23,7 @@ def nbytes(value: Any) -> int:
 
 
 class Cache:
-    def __init__(self, max_bytes: int, spill_dir: Optional[Path] = None, max_disk_bytes: int = 20 << 30) -> None:
+    def __init__(self, max_bytes: int, spill_dir: Path | None = None, max_disk_bytes: int = 20 << 30) -> None:
         self.max_bytes = max_bytes
         self.spill_dir = spill_dir
         self.max_disk_bytes = max_disk_bytes

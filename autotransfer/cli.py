@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import click
 
@@ -21,7 +20,9 @@ class Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: every finished trial is kept; run the same command again to resume", err=True)
+            click.echo(
+                "\ninterrupted: every finished trial is kept; run the same command again to resume", err=True
+            )
             sys.exit(130)
 
 
@@ -33,8 +34,13 @@ def _host(ctx):
 
 @click.group(cls=Group)
 @click.version_option(package_name="autotransfer")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE.py",
-              help="Load a local plugin (repeatable).")
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE_OR_FILE.py",
+    help="Load a local plugin (repeatable).",
+)
 @click.pass_context
 def main(ctx, plugins):
     """Search how to transfer a pretrained network to your data."""
@@ -49,29 +55,67 @@ def _split_list(ctx, param, value):
 @click.argument("data")
 @click.option("--task", help="Task name (detected from the data's layout when omitted).")
 @click.option("--output", "-o", default="autotransfer-out", show_default=True, help="Output folder.")
-@click.option("--n-trials", type=int, default=20, show_default=True, help="Total trials in the study (resume counts earlier ones).")
+@click.option(
+    "--n-trials",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Total trials in the study (resume counts earlier ones).",
+)
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
-@click.option("--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here).")
+@click.option(
+    "--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here)."
+)
 @click.option("--strategies", callback=_split_list, help="Comma-separated strategy names.")
 @click.option("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db).")
 @click.option("--study-name", default="autotransfer", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--devices", help="One worker process per device on one study: GPU indices (0,1,2,3) or cpu,cpu for CPU workers.")
-@click.option("--heartbeat", type=click.IntRange(min=2), default=120, show_default=True,
-              help="Seconds without a heartbeat before a dead worker's RUNNING trial is failed and retried.")
+@click.option(
+    "--devices",
+    help="One worker process per device on one study: GPU indices (0,1,2,3) or cpu,cpu for CPU workers.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=2),
+    default=120,
+    show_default=True,
+    help="Seconds without a heartbeat before a dead worker's RUNNING trial is failed and retried.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--target-unlabeled", type=click.Path(), help="Folder of unlabelled target-domain data.")
-@click.option("--target-eval", type=click.Path(), help="Labelled target data: accuracy reported beside, never optimised.")
-@click.option("--aux-task", "aux_tasks", multiple=True, type=click.Path(), help="A related labelled task for multitask (repeatable).")
+@click.option(
+    "--target-eval",
+    type=click.Path(),
+    help="Labelled target data: accuracy reported beside, never optimised.",
+)
+@click.option(
+    "--aux-task",
+    "aux_tasks",
+    multiple=True,
+    type=click.Path(),
+    help="A related labelled task for multitask (repeatable).",
+)
 @click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
-@click.option("--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this.")
-@click.option("--train-fraction", type=float, help="Train on this fraction of the training split (stratified; validation and test unchanged).")
-@click.option("--shots", type=int, help="Train on at most this many examples per class (validation and test unchanged).")
+@click.option(
+    "--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this."
+)
+@click.option(
+    "--train-fraction",
+    type=float,
+    help="Train on this fraction of the training split (stratified; validation and test unchanged).",
+)
+@click.option(
+    "--shots", type=int, help="Train on at most this many examples per class (validation and test unchanged)."
+)
 @click.option("--no-cache", is_flag=True, help="Recompute frozen layers every epoch (to measure the cache).")
 @click.option("--no-pruning", is_flag=True, help="Run every trial to its last epoch.")
 @click.option("--no-rank", is_flag=True, help="Do not order the first trials by LogME ranking.")
 @click.option("--no-reference", is_flag=True, help="Skip the random-init reference trial.")
-@click.option("--random-init", is_flag=True, help="Random weights instead of pretrained ones (to measure what pretraining gives).")
+@click.option(
+    "--random-init",
+    is_flag=True,
+    help="Random weights instead of pretrained ones (to measure what pretraining gives).",
+)
 @click.option("--text-column", help="Text column of a CSV/TSV/JSONL file.")
 @click.option("--label-column", help="Label column of a CSV/TSV/JSONL file.")
 @click.option("--encoding", help="Encoding of text files that are not UTF-8 (latin-1, cp1252...).")
@@ -84,8 +128,15 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **op
     from .engine import run_search
 
     options["aux_tasks"] = list(options["aux_tasks"])
-    config = SearchConfig(data=data, cache=not no_cache, pruning=not no_pruning, reference=not no_reference,
-                          rank=not no_rank, plugins=ctx.obj["plugins"], **options)
+    config = SearchConfig(
+        data=data,
+        cache=not no_cache,
+        pruning=not no_pruning,
+        reference=not no_reference,
+        rank=not no_rank,
+        plugins=ctx.obj["plugins"],
+        **options,
+    )
     if devices:
         from .workers import parse_devices, run_workers
 
@@ -101,7 +152,9 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **op
 @main.command()
 @click.argument("data")
 @click.option("--task", help="Task name (detected when omitted).")
-@click.option("--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here).")
+@click.option(
+    "--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here)."
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -110,15 +163,17 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **op
 def rank(ctx, data, as_json, **options):
     """Rank candidate backbones for DATA by LogME on frozen features, in seconds, before any training."""
     from .config import SearchConfig
-    from .rank import rank_backbones
     from .engine import Search
+    from .rank import rank_backbones
 
     search = Search(SearchConfig(data=data, plugins=ctx.obj["plugins"], **options), open_study=False)
     ranking = rank_backbones(search)
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in ranking], indent=2))
         return
-    click.echo(f"{'rank':>4}  {'backbone':32s} {'LogME':>9} {'seconds':>8}  (on {ranking[0].n} training examples)")
+    click.echo(
+        f"{'rank':>4}  {'backbone':32s} {'LogME':>9} {'seconds':>8}  (on {ranking[0].n} training examples)"
+    )
     for i, r in enumerate(ranking, 1):
         click.echo(f"{i:>4}  {r.backbone:32s} {r.logme:9.4f} {r.seconds:8.2f}")
 
@@ -152,7 +207,9 @@ def _lister(kind: str):
         for row in rows:
             extra = ""
             if kind == "backbones":
-                extra = f" [{row['modality']}{', default' if row['default'] else ''}{'' if row['available'] else ', weights not installed'}]"
+                default = ", default" if row["default"] else ""
+                missing = "" if row["available"] else ", weights not installed"
+                extra = f" [{row['modality']}{default}{missing}]"
             click.echo(f"{row['name']:28s}{extra}  {row['description']}")
 
     command.__doc__ = f"List the {kind} that can be searched (optionally matching a glob)."
@@ -168,7 +225,9 @@ for _kind in ("backbones", "strategies", "tasks"):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
-@click.option("--trust-pickle", is_flag=True, help="Allow a pickle checkpoint (only from a source you trust).")
+@click.option(
+    "--trust-pickle", is_flag=True, help="Allow a pickle checkpoint (only from a source you trust)."
+)
 @click.pass_context
 def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
     """Predict labels with an exported model: one line per input."""
@@ -176,7 +235,11 @@ def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
 
     model = load_model(model_dir, device=device, plugins=ctx.obj["plugins"], trust_pickle=trust_pickle)
     for row in model.predict(inputs):
-        click.echo(json.dumps(row, ensure_ascii=False) if as_json else f"{row['input']}\t{row['label']}\t{row['probability']:.4f}")
+        click.echo(
+            json.dumps(row, ensure_ascii=False)
+            if as_json
+            else f"{row['input']}\t{row['label']}\t{row['probability']:.4f}"
+        )
 
 
 @main.command()
@@ -191,12 +254,15 @@ def export(ctx, out_dir, storage, study_name, data, device):
     several machines, retraining the best configuration when its checkpoint is elsewhere."""
     from .workers import export_best
 
-    best = export_best(out_dir, storage=storage, study_name=study_name, data=data, device=device,
-                       plugins=ctx.obj["plugins"])
+    best = export_best(
+        out_dir, storage=storage, study_name=study_name, data=data, device=device, plugins=ctx.obj["plugins"]
+    )
     if best is None:
         click.echo("no trial completed in the study; nothing to export", err=True)
         sys.exit(1)
-    click.echo(json.dumps({k: best[k] for k in ("trial", "backbone", "strategy", "val_metric", "test_metric")}))
+    click.echo(
+        json.dumps({k: best[k] for k in ("trial", "backbone", "strategy", "val_metric", "test_metric")})
+    )
 
 
 @main.command()
@@ -227,14 +293,20 @@ def report(out_dir, storage, study_name):
 
 @main.command()
 @click.argument("suite", type=click.Path())
-@click.option("--output", "-o", help="Output folder (default: benchmark-out/SUITE_NAME); re-running skips finished runs.")
+@click.option(
+    "--output",
+    "-o",
+    help="Output folder (default: benchmark-out/SUITE_NAME); re-running skips finished runs.",
+)
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the suite's, else auto).")
 @click.option("--verbose", "-v", is_flag=True, help="Show every search's trial lines.")
 def benchmark(suite, output, device, verbose):
     """Run a benchmark SUITE (YAML): searches and baselines over datasets and seeds, one report."""
     from .benchmark import run_benchmark
 
-    paths = run_benchmark(suite, output, device=device, quiet=not verbose, log=lambda line: click.echo(line, err=True))
+    paths = run_benchmark(
+        suite, output, device=device, quiet=not verbose, log=lambda line: click.echo(line, err=True)
+    )
     for path in paths:
         click.echo(str(path))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .errors import UserError
 
@@ -13,25 +12,25 @@ from .errors import UserError
 @dataclass
 class SearchConfig:
     data: str
-    task: Optional[str] = None
+    task: str | None = None
     output: str = "autotransfer-out"
-    n_trials: Optional[int] = 20
-    timeout: Optional[float] = None
-    backbones: Optional[list[str]] = None
-    strategies: Optional[list[str]] = None
-    storage: Optional[str] = None
+    n_trials: int | None = 20
+    timeout: float | None = None
+    backbones: list[str] | None = None
+    strategies: list[str] | None = None
+    storage: str | None = None
     study_name: str = "autotransfer"
     #: seconds without a heartbeat before a RUNNING trial counts as dead (failed, then retried once)
     heartbeat: int = 120
     device: str = "auto"
     seed: int = 0
-    target_unlabeled: Optional[str] = None
+    target_unlabeled: str | None = None
     #: labelled target data, reported beside the search, never optimised on
-    target_eval: Optional[str] = None
+    target_eval: str | None = None
     #: related labelled tasks for ``multitask`` (same task type as DATA)
     aux_tasks: list[str] = field(default_factory=list)
     #: side of the square images are resized to; None uses each backbone's native size
-    image_size: Optional[int] = None
+    image_size: int | None = None
     #: epochs are searched from 1 to this
     max_epochs: int = 10
     #: batch sizes the search may choose from (capped by the training set)
@@ -40,9 +39,9 @@ class SearchConfig:
     test_fraction: float = 0.15
     #: learning from less data: train on this fraction of the training split (stratified, seeded);
     #: validation and test stay what the full split gives
-    train_fraction: Optional[float] = None
+    train_fraction: float | None = None
     #: ... or on at most this many training examples per class
-    shots: Optional[int] = None
+    shots: int | None = None
     #: reuse frozen activations across epochs and trials
     cache: bool = True
     #: memory for cached activations before they spill to OUTPUT/cache on disk
@@ -58,11 +57,11 @@ class SearchConfig:
     random_init: bool = False
     plugins: list[str] = field(default_factory=list)
     #: text tasks: column names when they cannot be detected
-    text_column: Optional[str] = None
-    label_column: Optional[str] = None
+    text_column: str | None = None
+    label_column: str | None = None
     #: text tasks: encoding of the files when they are not UTF-8
-    encoding: Optional[str] = None
-    max_length: Optional[int] = None
+    encoding: str | None = None
+    max_length: int | None = None
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -76,7 +75,9 @@ class SearchConfig:
         if self.shots is not None and self.shots < 1:
             raise UserError(f"--shots {self.shots}: give at least 1 training example per class")
         if self.train_fraction is not None and self.shots is not None:
-            raise UserError("--train-fraction and --shots both given: choose one way to shrink the training split")
+            raise UserError(
+                "--train-fraction and --shots both given: choose one way to shrink the training split"
+            )
 
     @property
     def out_dir(self) -> Path:
@@ -100,7 +101,10 @@ def with_driver(url: str) -> str:
     default for that scheme, is not installed."""
     import importlib.util
 
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    if (
+        url.startswith("postgresql://")
+        and importlib.util.find_spec("psycopg") is None
+        and importlib.util.find_spec("psycopg2") is not None
+    ):
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
     return url

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -26,7 +27,7 @@ class Dataset:
     task: str
     modality: str
     items: list[str]
-    labels: Optional[list[int]]
+    labels: list[int] | None
     classes: list[str]
     encode: Callable[[Sequence[int], dict], Any]
     prepare: Callable[..., Any] = lambda batch, preprocessing, train=False, augment="off": batch
@@ -54,7 +55,9 @@ def check_labels(dataset: Dataset, where: str) -> None:
         counts[label] += 1
     for index, count in counts.items():
         if count == 0:
-            raise UserError(f"{where}: class {dataset.classes[index]!r} has no examples; add some or remove it")
+            raise UserError(
+                f"{where}: class {dataset.classes[index]!r} has no examples; add some or remove it"
+            )
         if count == 1:
             raise UserError(
                 f"{where}: class {dataset.classes[index]!r} has a single example; "
@@ -62,7 +65,9 @@ def check_labels(dataset: Dataset, where: str) -> None:
             )
 
 
-def split_indices(labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+def split_indices(
+    labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
     """Stratified, seeded train/val/test split.
 
     Per class: at least one example trains; with 2 examples the other validates (no test one);
@@ -81,13 +86,19 @@ def split_indices(labels: Sequence[int], *, val_fraction: float, test_fraction: 
         n_val = max(1, round(n * val_fraction)) if n >= 2 else 0
         n_val = min(n_val, n - n_test - 1)
         out["test"] += members[:n_test]
-        out["val"] += members[n_test:n_test + n_val]
-        out["train"] += members[n_test + n_val:]
+        out["val"] += members[n_test : n_test + n_val]
+        out["train"] += members[n_test + n_val :]
     return {name: sorted(indices) for name, indices in out.items()}
 
 
-def subsample(labels: Sequence[int], indices: Sequence[int], *, fraction: Optional[float] = None,
-              shots: Optional[int] = None, seed: int) -> list[int]:
+def subsample(
+    labels: Sequence[int],
+    indices: Sequence[int],
+    *,
+    fraction: float | None = None,
+    shots: int | None = None,
+    seed: int,
+) -> list[int]:
     """A stratified, seeded subset of ``indices`` (the training split) for learning from less data:
     ``fraction`` of each class (at least one example), or ``shots`` examples per class (all of a
     class that has fewer). Smaller subsets are prefixes of larger ones for the same seed, so a curve

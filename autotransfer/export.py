@@ -6,9 +6,10 @@ Nothing here unpickles: weights load through safetensors only.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -61,13 +62,20 @@ class LoadedModel:
                 x = dataset.prepare(take(encoded, index), preprocessing, train=False)
                 probs = self.model(x).float().softmax(1)
                 conf, label = probs.max(1)
-                for i, (c, l) in enumerate(zip(conf.tolist(), label.tolist())):
-                    rows.append({"input": dataset.items[start + i], "label": self.config["classes"][l],
-                                 "probability": round(c, 4)})
+                for i, (c, k) in enumerate(zip(conf.tolist(), label.tolist())):
+                    rows.append(
+                        {
+                            "input": dataset.items[start + i],
+                            "label": self.config["classes"][k],
+                            "probability": round(c, 4),
+                        }
+                    )
         return rows
 
 
-def load_model(model_dir: str, *, device: str = "cpu", plugins: Sequence[str] = (), trust_pickle: bool = False) -> LoadedModel:
+def load_model(
+    model_dir: str, *, device: str = "cpu", plugins: Sequence[str] = (), trust_pickle: bool = False
+) -> LoadedModel:
     import torch
 
     from .backbone import TransferModel

@@ -6,7 +6,7 @@ has no ``test_hook_<name>`` test.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import pluggy
 
@@ -39,7 +39,7 @@ def register_tasks(register: Callable) -> None:
 
 
 @hookspec(firstresult=True)
-def resolve_backbone(name: str) -> Optional[object]:
+def resolve_backbone(name: str) -> object | None:
     """Return a ``BackboneSpec`` for a name no plugin registered (a library id, a path), or None.
 
     Asked only for names no ``register_backbones`` registered; the first plugin to return a spec

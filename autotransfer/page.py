@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from . import __version__
 
@@ -68,7 +69,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+        return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2e}"
     return str(value)
 
 
@@ -76,8 +77,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def table(rows: Sequence[dict], columns: Sequence[str], *, headers: Optional[Sequence[str]] = None,
-          code: Sequence[str] = (), digits: Optional[dict[str, int]] = None) -> str:
+def table(
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    *,
+    headers: Sequence[str] | None = None,
+    code: Sequence[str] = (),
+    digits: dict[str, int] | None = None,
+) -> str:
     """An HTML table of ``rows`` (dicts) over ``columns``; ``code`` columns render monospaced,
     ``digits`` overrides the decimals of some columns."""
     digits = digits or {}
@@ -95,8 +102,13 @@ def table(rows: Sequence[dict], columns: Sequence[str], *, headers: Optional[Seq
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def md_table(rows: Sequence[dict], columns: Sequence[str], *, headers: Optional[Sequence[str]] = None,
-             digits: Optional[dict[str, int]] = None) -> str:
+def md_table(
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    *,
+    headers: Sequence[str] | None = None,
+    digits: dict[str, int] | None = None,
+) -> str:
     digits = digits or {}
 
     def cell(row: dict, column: str) -> str:
@@ -112,14 +124,21 @@ def image(uri: str, alt: str) -> str:
 
 
 def cards(items: Sequence[tuple[str, Any]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><b>{esc(fmt(value))}</b><span>{esc(label)}</span></div>' for label, value in items
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><b>{esc(fmt(value))}</b><span>{esc(label)}</span></div>'
+            for label, value in items
+        )
+        + "</div>"
+    )
 
 
 def render(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in sections)
-    body = "\n".join(f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>\n{s.html}</section>' for s in sections)
+    body = "\n".join(
+        f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>\n{s.html}</section>' for s in sections
+    )
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 STATE_COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
+PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 def _pyplot():
@@ -40,8 +50,15 @@ def history(points: Sequence[dict], metric: str) -> str:
     for state, colour in STATE_COLOURS.items():
         chosen = [p for p in points if p["state"] == state and p["value"] is not None]
         if chosen:
-            ax.scatter([p["elapsed_s"] for p in chosen], [p["value"] for p in chosen], s=22, color=colour,
-                       label=state.lower(), alpha=0.8, zorder=3)
+            ax.scatter(
+                [p["elapsed_s"] for p in chosen],
+                [p["value"] for p in chosen],
+                s=22,
+                color=colour,
+                label=state.lower(),
+                alpha=0.8,
+                zorder=3,
+            )
     xs, best = best_so_far((p["elapsed_s"], p["value"]) for p in points if p["state"] == "COMPLETE")
     if xs:
         ax.step(xs, best, where="post", color="black", linewidth=1.5, label="best so far (complete)")
@@ -85,12 +102,21 @@ def by_group(groups: dict[str, list[tuple[float, str]]], label: str, metric: str
         values = groups[name]
         for j, (value, state) in enumerate(values):
             offset = ((j * 0.618) % 1 - 0.5) * 0.35  # a deterministic jitter
-            ax.scatter(i + offset, value, s=22, color=STATE_COLOURS.get(state, "grey"), alpha=0.8, zorder=3,
-                       label=state.lower() if state not in seen else None)
+            ax.scatter(
+                i + offset,
+                value,
+                s=22,
+                color=STATE_COLOURS.get(state, "grey"),
+                alpha=0.8,
+                zorder=3,
+                label=state.lower() if state not in seen else None,
+            )
             seen.add(state)
         ax.hlines(max(v for v, _ in values), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=4)
     crowded = len(names) > 3
-    ax.set_xticks(range(len(names)), names, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xticks(
+        range(len(names)), names, rotation=20 if crowded else 0, ha="right" if crowded else "center"
+    )
     ax.set_xlabel(f"{label} (bar: best)")
     ax.set_ylabel(f"validation {metric}")
     ax.grid(axis="y", alpha=0.3)
@@ -110,11 +136,24 @@ def accuracy_against_time(curves: dict[str, list[dict]], metric: str, title: str
         for k, run in enumerate(runs):
             xs, ys = best_so_far(run["points"])
             if xs:
-                ax.step(xs + [run["seconds"]], ys + [ys[-1]], where="post", color=colour, alpha=0.8,
-                        label=method if k == 0 else None)
+                ax.step(
+                    xs + [run["seconds"]],
+                    ys + [ys[-1]],
+                    where="post",
+                    color=colour,
+                    alpha=0.8,
+                    label=method if k == 0 else None,
+                )
             if run["test"] is not None:
-                ax.scatter([run["seconds"]], [run["test"]], marker="x", s=45, color=colour, zorder=4,
-                           label=None if xs or k else method)
+                ax.scatter(
+                    [run["seconds"]],
+                    [run["test"]],
+                    marker="x",
+                    s=45,
+                    color=colour,
+                    zorder=4,
+                    label=None if xs or k else method,
+                )
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds (wall clock, whole run)")
     ax.set_ylabel(metric)
@@ -135,8 +174,15 @@ def accuracy_against_labels(series: dict[str, list[tuple]], metric: str, title: 
         points = sorted(p for p in points if p[0] is not None and p[1] is not None)
         if not points:
             continue
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0 for p in points],
-                    color=PALETTE[i % len(PALETTE)], marker="o", capsize=3, label=method)
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[p[2] or 0 for p in points],
+            color=PALETTE[i % len(PALETTE)],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("labelled training examples (log scale)")
     ax.set_ylabel(metric)

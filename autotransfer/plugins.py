@@ -17,10 +17,11 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -100,8 +101,10 @@ class Host:
         unknown = sorted(allow - {ep.name for ep in entry_points})
         if unknown:
             installed = ", ".join(sorted(ep.name for ep in entry_points))
-            raise UserError(f"{ALLOW_ENV} names plugins that are not installed: {', '.join(unknown)}; "
-                            f"installed plugins: {installed}")
+            raise UserError(
+                f"{ALLOW_ENV} names plugins that are not installed: {', '.join(unknown)}; "
+                f"installed plugins: {installed}"
+            )
         for ep in entry_points:
             if ep.name in block or (allow and ep.name not in allow):
                 self.pm.set_blocked(ep.name)
@@ -111,20 +114,26 @@ class Host:
             try:
                 module = ep.load()
             except Exception as exc:  # a plugin's import error is reported by its name
-                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
             dist = ep.dist
-            self.add(module, ep.name, dist.version if dist else "unknown",
-                     source=dist.name if dist else ep.value)
+            self.add(
+                module, ep.name, dist.version if dist else "unknown", source=dist.name if dist else ep.value
+            )
 
     def add(self, plugin: Any, name: str, version: str = "unknown", *, source: str = "") -> None:
         """Register one plugin object (a module, a class, an instance) under ``name``."""
         if self.pm.is_blocked(name):
-            raise PluginError(f"plugin {name!r} is blocked or not allowed by {BLOCK_ENV}/{ALLOW_ENV}; "
-                              "rename it or change the variables")
+            raise PluginError(
+                f"plugin {name!r} is blocked or not allowed by {BLOCK_ENV}/{ALLOW_ENV}; "
+                "rename it or change the variables"
+            )
         if self.pm.has_plugin(name):
-            raise PluginError(f"plugin name {name!r} is already loaded ({self.sources.get(name) or 'registered'}); "
-                              "give the new plugin another name")
+            raise PluginError(
+                f"plugin name {name!r} is already loaded ({self.sources.get(name) or 'registered'}); "
+                "give the new plugin another name"
+            )
         if self.pm.is_registered(plugin):
             raise PluginError(f"plugin {name!r} is already loaded as plugin {self.pm.get_name(plugin)!r}")
         _check_marked(plugin, name)
@@ -162,8 +171,12 @@ class Host:
                 module = importlib.import_module(ref)
             except Exception as exc:
                 raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
-        self.add(module, name, getattr(module, "__version__", "local"), source=str(path.resolve()) if
-                 ref.endswith(".py") else ref)
+        self.add(
+            module,
+            name,
+            getattr(module, "__version__", "local"),
+            source=str(path.resolve()) if ref.endswith(".py") else ref,
+        )
 
     def remove(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -205,8 +218,10 @@ class Host:
             if spec is None:
                 continue
             if not isinstance(spec, BackboneSpec):
-                raise PluginError(f"plugin {plugin_name!r} returned {type(spec).__name__} from resolve_backbone "
-                                  f"for {name!r}; return an autotransfer.specs.BackboneSpec or None")
+                raise PluginError(
+                    f"plugin {plugin_name!r} returned {type(spec).__name__} from resolve_backbone "
+                    f"for {name!r}; return an autotransfer.specs.BackboneSpec or None"
+                )
             return spec
         return registry.get("backbones", name)  # raises, listing the valid names
 
@@ -221,13 +236,15 @@ class Host:
                 kind: sorted(n for (k, n), owner in registry.owner.items() if k == kind and owner == name)
                 for kind in KINDS
             }
-            out.append({
-                "name": name,
-                "version": self.versions.get(name, "unknown"),
-                "source": self.sources.get(name, ""),
-                "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
-                **{k: v for k, v in registered.items() if v},
-            })
+            out.append(
+                {
+                    "name": name,
+                    "version": self.versions.get(name, "unknown"),
+                    "source": self.sources.get(name, ""),
+                    "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
+                    **{k: v for k, v in registered.items() if v},
+                }
+            )
         return out
 
 
@@ -248,8 +265,10 @@ def _check_marked(plugin: Any, name: str) -> None:
     for hook in HOOKS:
         function = getattr(plugin, hook, None)
         if callable(function) and not hasattr(function, "autotransfer_impl"):
-            raise PluginError(f"plugin {name!r} defines {hook} without @hookimpl; "
-                              "decorate it with `from autotransfer import hookimpl`")
+            raise PluginError(
+                f"plugin {name!r} defines {hook} without @hookimpl; "
+                "decorate it with `from autotransfer import hookimpl`"
+            )
 
 
 def _import_file(path: Path):
@@ -262,7 +281,9 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise PluginError(f"plugin {path.stem!r} ({path}) failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"plugin {path.stem!r} ({path}) failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 

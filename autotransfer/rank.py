@@ -20,26 +20,32 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> floa
     f = features.astype(np.float64)
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)
-    sigma = s ** 2
+    sigma = s**2
     evidences = []
     for c in np.unique(labels):
         y = (labels == c).astype(np.float64)
         alpha, beta = 1.0, 1.0
         projected = u.T @ y
-        projected_sq = projected ** 2
-        residual_base = (y ** 2).sum() - projected_sq.sum()
+        projected_sq = projected**2
+        residual_base = (y**2).sum() - projected_sq.sum()
         for _ in range(max_iter):
             gamma = (beta * sigma / (alpha + beta * sigma)).sum()
-            m_sq = (beta ** 2 * sigma * projected_sq / (alpha + beta * sigma) ** 2).sum()
-            residual = (alpha ** 2 * projected_sq / (alpha + beta * sigma) ** 2).sum() + residual_base
+            m_sq = (beta**2 * sigma * projected_sq / (alpha + beta * sigma) ** 2).sum()
+            residual = (alpha**2 * projected_sq / (alpha + beta * sigma) ** 2).sum() + residual_base
             new_alpha = gamma / (m_sq + 1e-12)
             new_beta = (n - gamma) / (residual + 1e-12)
             converged = abs(new_alpha - alpha) / alpha < 1e-5 and abs(new_beta - beta) / beta < 1e-5
             alpha, beta = new_alpha, new_beta
             if converged:
                 break
-        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
-                    - beta / 2 * residual - alpha / 2 * m_sq - 0.5 * np.log(alpha + beta * sigma).sum())
+        evidence = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - n / 2 * np.log(2 * np.pi)
+            - beta / 2 * residual
+            - alpha / 2 * m_sq
+            - 0.5 * np.log(alpha + beta * sigma).sum()
+        )
         if d > n:  # singular directions contribute the prior only
             evidence -= 0.5 * (d - n) * np.log(alpha)
         evidences.append(evidence / n)
@@ -61,9 +67,16 @@ def rank_backbones(search, max_examples: int = 2000) -> list[Ranked]:
     out = []
     for spec in search.backbones:
         started = time.time()
-        fixed = optuna.trial.FixedTrial({"backbone": spec.name, "strategy": "linear-probe", "linear-probe.lr": 0.01,
-                                         "epochs": 1, "batch_size": max(search.batch_size_choices()),
-                                         "weight_decay": 1e-4})
+        fixed = optuna.trial.FixedTrial(
+            {
+                "backbone": spec.name,
+                "strategy": "linear-probe",
+                "linear-probe.lr": 0.01,
+                "epochs": 1,
+                "batch_size": max(search.batch_size_choices()),
+                "weight_decay": 1e-4,
+            }
+        )
         trainer, _ = search.build_trial(fixed)
         features = trainer._boundary(trainer.train)  # cached: the linear-probe trials reuse it
         labels = trainer.train.labels

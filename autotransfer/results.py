@@ -6,15 +6,24 @@ import json
 import platform
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import optuna
 
 from . import __version__
 from .export import CONFIG, WEIGHTS, load_model, write_model
 
-LEADERBOARD_COLUMNS = ["number", "state", "backbone", "strategy", "value", "epochs_run", "duration_s",
-                       "params", "fail_reason", "reference"]
+LEADERBOARD_COLUMNS = [
+    "number",
+    "state",
+    "backbone",
+    "strategy",
+    "value",
+    "epochs_run",
+    "duration_s",
+    "params",
+    "fail_reason",
+    "reference",
+]
 
 
 def leaderboard_rows(study: optuna.Study) -> list[dict]:
@@ -25,19 +34,22 @@ def leaderboard_rows(study: optuna.Study) -> list[dict]:
             reason = "interrupted (Ctrl-C or the worker died)"
         if t.state == optuna.trial.TrialState.PRUNED and reason is None:
             reason = f"pruned after epoch {t.user_attrs.get('epochs_run', '?')}"
-        rows.append({
-            "number": t.number,
-            "state": t.state.name,
-            "backbone": t.user_attrs.get("backbone", t.params.get("backbone")),
-            "strategy": t.user_attrs.get("strategy", t.params.get("strategy")),
-            "value": t.value if t.value is not None else (
-                max(t.intermediate_values.values()) if t.intermediate_values else None),
-            "epochs_run": t.user_attrs.get("epochs_run"),
-            "duration_s": t.user_attrs.get("duration_s"),
-            "params": json.dumps(t.params, sort_keys=True),
-            "fail_reason": reason,
-            "reference": bool(t.user_attrs.get("reference")),
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "backbone": t.user_attrs.get("backbone", t.params.get("backbone")),
+                "strategy": t.user_attrs.get("strategy", t.params.get("strategy")),
+                "value": t.value
+                if t.value is not None
+                else (max(t.intermediate_values.values()) if t.intermediate_values else None),
+                "epochs_run": t.user_attrs.get("epochs_run"),
+                "duration_s": t.user_attrs.get("duration_s"),
+                "params": json.dumps(t.params, sort_keys=True),
+                "fail_reason": reason,
+                "reference": bool(t.user_attrs.get("reference")),
+            }
+        )
     return rows
 
 
@@ -56,19 +68,25 @@ def transfer_verdict(study: optuna.Study) -> dict:
     scratch = [t.value for t in complete if t.user_attrs.get("reference")]
     transfer = [t.value for t in complete if not t.user_attrs.get("reference")]
     if not scratch or not transfer:
-        return {"scratch_val_metric": max(scratch) if scratch else None, "transfer_helped": None,
-                "verdict": "no random-init reference finished, so transfer was not checked against scratch"}
+        return {
+            "scratch_val_metric": max(scratch) if scratch else None,
+            "transfer_helped": None,
+            "verdict": "no random-init reference finished, so transfer was not checked against scratch",
+        }
     best_scratch, best_transfer = max(scratch), max(transfer)
     helped = best_transfer > best_scratch
     margin = best_transfer - best_scratch
-    verdict = (f"transfer helped: best transferred model {best_transfer:.4f} against {best_scratch:.4f} from scratch "
-               f"(+{margin:.4f})" if helped else
-               f"transfer did NOT help: training from scratch reached {best_scratch:.4f}, the best transferred model "
-               f"{best_transfer:.4f}; prefer the scratch model or try other backbones")
+    verdict = (
+        f"transfer helped: best transferred model {best_transfer:.4f} against {best_scratch:.4f} "
+        f"from scratch (+{margin:.4f})"
+        if helped
+        else f"transfer did NOT help: training from scratch reached {best_scratch:.4f}, the best "
+        f"transferred model {best_transfer:.4f}; prefer the scratch model or try other backbones"
+    )
     return {"scratch_val_metric": best_scratch, "transfer_helped": helped, "verdict": verdict}
 
 
-def finalize_best(search) -> Optional[dict]:
+def finalize_best(search) -> dict | None:
     import torch
 
     from .train import count, take
@@ -130,8 +148,11 @@ def finalize_best(search) -> Optional[dict]:
         "val_metric": best.value,
         "test_metric": test_metric,
         "test_metric_name": search.task.metric,
-        **{key: best.user_attrs[key] for key in ("source_val_accuracy", "target_im", "target_accuracy")
-           if key in best.user_attrs},
+        **{
+            key: best.user_attrs[key]
+            for key in ("source_val_accuracy", "target_im", "target_accuracy")
+            if key in best.user_attrs
+        },
         "n_train": len(search.split["train"]),
         "n_val": len(search.split["val"]),
         "n_test": n_test,
@@ -152,8 +173,14 @@ def finalize_best(search) -> Optional[dict]:
 def environment(device) -> dict:
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
-           "autotransfer": __version__, "platform": platform.platform(), "device": str(device)}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "autotransfer": __version__,
+        "platform": platform.platform(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

@@ -5,8 +5,9 @@ Nothing here imports torch; the factories do, when a trial calls them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 IMAGE = "image"
 TEXT = "text"

@@ -6,8 +6,9 @@ library's classes, so one strategy serves image and text backbones alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from torch import nn
 
@@ -37,17 +38,18 @@ class Plan:
     computed once and cached. ``extra_loss(model, source_features, extras, progress) -> tensor``
     adds a term to the task loss; ``extras`` maps each stream named in ``needs`` (``target``,
     ``aux0``...) to ``(features, labels or None)`` for a batch the size of the source batch, and
-    ``progress`` runs from 0 to 1 over the trial (for schedules). ``on_epoch_start(model, epoch)`` may change what trains over time, and then
+    ``progress`` runs from 0 to 1 over the trial (for schedules). ``on_epoch_start(model, epoch)``
+    may change what trains over time, and then
     ``frozen_prefix`` must be the part frozen for the whole trial. ``export(model)`` returns the plain
     ``TransferModel`` to save (merging adapters).
     """
 
     param_groups: list[dict]
     frozen_prefix: int = 0
-    extra_loss: Optional[Callable[..., Any]] = None
-    on_epoch_start: Optional[Callable[[nn.Module, int], None]] = None
-    export: Optional[Callable[[nn.Module], nn.Module]] = None
-    model: Optional[nn.Module] = None
+    extra_loss: Callable[..., Any] | None = None
+    on_epoch_start: Callable[[nn.Module, int], None] | None = None
+    export: Callable[[nn.Module], nn.Module] | None = None
+    model: nn.Module | None = None
     #: extra streams the trainer must feed ``extra_loss`` (``target``)
     needs: tuple[str, ...] = ()
     notes: dict = field(default_factory=dict)
@@ -65,8 +67,14 @@ def set_trainable(model, first_group: int) -> None:
         p.requires_grad_(True)
 
 
-def layerwise_groups(model, first_group: int, *, layer_decay: float = 1.0, head_lr_mult: float = 1.0,
-                     only: Optional[Callable[[str, nn.Parameter], bool]] = None) -> list[dict]:
+def layerwise_groups(
+    model,
+    first_group: int,
+    *,
+    layer_decay: float = 1.0,
+    head_lr_mult: float = 1.0,
+    only: Callable[[str, nn.Parameter], bool] | None = None,
+) -> list[dict]:
     """Optimiser groups: the head at ``head_lr_mult``; backbone group i at ``layer_decay ** (top - i)``.
 
     With ``layer_decay`` 1.0 every backbone group shares one rate. ``only`` filters parameters
@@ -77,13 +85,22 @@ def layerwise_groups(model, first_group: int, *, layer_decay: float = 1.0, head_
     names = {id(p): name for name, p in backbone.named_parameters()}
     groups = [{"params": [p for p in model.head.parameters()], "lr_scale": head_lr_mult, "name": "head"}]
     for index in range(first_group, n):
-        params = [p for p in backbone.group_parameters()[index]
-                  if p.requires_grad and (only is None or only(names[id(p)], p))]
+        params = [
+            p
+            for p in backbone.group_parameters()[index]
+            if p.requires_grad and (only is None or only(names[id(p)], p))
+        ]
         if params:
-            groups.append({"params": params, "lr_scale": layer_decay ** (n - 1 - index), "name": f"group{index}"})
-    loose = [p for p in backbone.ungrouped_parameters() if p.requires_grad and (only is None or only(names[id(p)], p))]
+            groups.append(
+                {"params": params, "lr_scale": layer_decay ** (n - 1 - index), "name": f"group{index}"}
+            )
+    loose = [
+        p
+        for p in backbone.ungrouped_parameters()
+        if p.requires_grad and (only is None or only(names[id(p)], p))
+    ]
     if loose:
-        groups.append({"params": loose, "lr_scale": layer_decay ** n, "name": "ungrouped"})
+        groups.append({"params": loose, "lr_scale": layer_decay**n, "name": "ungrouped"})
     return groups
 
 
@@ -118,10 +135,17 @@ TRAINING_KNOBS = ("warmup_fraction", "schedule", "label_smoothing")
 def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
     """Freeze below ``first_group`` and build layer-wise optimiser groups from the shared knobs."""
     set_trainable(model, first_group)
-    groups = layerwise_groups(model, first_group, layer_decay=knobs.get("layer_decay", 1.0),
-                              head_lr_mult=knobs.get("head_lr_mult", 1.0))
-    return Plan(param_groups=groups, frozen_prefix=first_group,
-                notes={"train": {k: knobs[k] for k in TRAINING_KNOBS if k in knobs}})
+    groups = layerwise_groups(
+        model,
+        first_group,
+        layer_decay=knobs.get("layer_decay", 1.0),
+        head_lr_mult=knobs.get("head_lr_mult", 1.0),
+    )
+    return Plan(
+        param_groups=groups,
+        frozen_prefix=first_group,
+        notes={"train": {k: knobs[k] for k in TRAINING_KNOBS if k in knobs}},
+    )
 
 
 def without_modules(*names: str) -> Callable[[nn.Module], nn.Module]:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def _plugin_name(plugin: Any) -> str:
 
 
 @contextlib.contextmanager
-def register_plugin(plugin: Any, name: Optional[str] = None) -> Iterator[Host]:
+def register_plugin(plugin: Any, name: str | None = None) -> Iterator[Host]:
     """Register ``plugin`` (a module, class or instance with ``@hookimpl`` functions) with the
     process-wide host for the ``with`` block; yields the host."""
     host = get_host()
@@ -69,7 +70,7 @@ def autotransfer_plugin():
         yield lambda plugin, name=None: stack.enter_context(register_plugin(plugin, name))
 
 
-def registered(kind: str, *, modality: Optional[str] = None, source: Optional[str] = None) -> list[str]:
+def registered(kind: str, *, modality: str | None = None, source: str | None = None) -> list[str]:
     """Names the loaded plugins registered, for ``pytest.mark.parametrize`` or fixture params:
     only those of ``modality``, or of plugins installed by the distribution ``source``."""
     host = get_host()
@@ -89,7 +90,12 @@ def registered(kind: str, *, modality: Optional[str] = None, source: Optional[st
 
 
 # a backbone small enough to try any image strategy or task on -------------------------------------
-TINY_PREPROCESSING = {"image_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear"}
+TINY_PREPROCESSING = {
+    "image_size": 16,
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "interpolation": "bilinear",
+}
 
 
 def build_tiny_backbone(pretrained: bool = True):
@@ -103,16 +109,20 @@ def build_tiny_backbone(pretrained: bool = True):
     with torch.random.fork_rng():  # seeds without touching the caller's random state
         if pretrained:
             torch.manual_seed(0)
-        body = nn.Sequential(OrderedDict(
-            stem=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-            block=nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
-            head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 16), nn.ReLU()),
-        ))
+        body = nn.Sequential(
+            OrderedDict(
+                stem=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+                block=nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+                head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 16), nn.ReLU()),
+            )
+        )
     names = list(body._modules)
     groups = [[f"{name}.{p}" for p, _ in getattr(body, name).named_parameters()] for name in names]
     # stages reach submodules by attribute: a strategy may wrap the body (peft does), forwarding attributes
     stages = [lambda module, x, _name=name: getattr(module, _name)(x) for name in names]
-    return Backbone(body, feature_dim=16, layer_groups=groups, preprocessing=TINY_PREPROCESSING, stages=stages)
+    return Backbone(
+        body, feature_dim=16, layer_groups=groups, preprocessing=TINY_PREPROCESSING, stages=stages
+    )
 
 
 class TinyBackbonePlugin:
@@ -120,9 +130,16 @@ class TinyBackbonePlugin:
 
     @hookimpl
     def register_backbones(self, register):
-        register(BackboneSpec(name=TINY_BACKBONE, modality=IMAGE, build=build_tiny_backbone, feature_dim=16,
-                              description="a random-init three-group CNN for tests (autotransfer.testing)",
-                              preprocessing=TINY_PREPROCESSING))
+        register(
+            BackboneSpec(
+                name=TINY_BACKBONE,
+                modality=IMAGE,
+                build=build_tiny_backbone,
+                feature_dim=16,
+                description="a random-init three-group CNN for tests (autotransfer.testing)",
+                preprocessing=TINY_PREPROCESSING,
+            )
+        )
 
 
 # data and a one-trial search ------------------------------------------------------------------------
@@ -156,8 +173,16 @@ def tiny_search(data: Path, out: Path, **options):
     from .config import SearchConfig
     from .engine import run_search
 
-    settings = dict(n_trials=1, max_epochs=1, image_size=32, max_length=32, reference=False, rank=False,
-                    device="cpu", quiet=True)
+    settings = dict(
+        n_trials=1,
+        max_epochs=1,
+        image_size=32,
+        max_length=32,
+        reference=False,
+        rank=False,
+        device="cpu",
+        quiet=True,
+    )
     return run_search(SearchConfig(data=str(data), output=str(out), **(settings | options)))
 
 
@@ -203,7 +228,9 @@ class _Conformance:
     @pytest.fixture
     def spec(self, spec_name):
         host = get_host()
-        spec = host.backbone(spec_name) if self.kind == "backbones" else host.registry.get(self.kind, spec_name)
+        spec = (
+            host.backbone(spec_name) if self.kind == "backbones" else host.registry.get(self.kind, spec_name)
+        )
         assert isinstance(spec, KINDS[self.kind]), f"{spec_name!r} is a {type(spec).__name__}"
         return spec
 
@@ -230,7 +257,7 @@ class _TrainsOnABackbone(_Conformance):
     """Strategies and tasks are tried on a backbone: ``tiny-cnn`` unless the class names one."""
 
     #: the backbone to train; None: ``tiny-cnn`` for images, the first available one otherwise
-    backbone: Optional[str] = None
+    backbone: str | None = None
     _required = (TinyBackbonePlugin(),)
 
     def trial_backbone(self, spec) -> str:
@@ -239,10 +266,15 @@ class _TrainsOnABackbone(_Conformance):
             return self.backbone
         if self.modality_of(spec) == IMAGE:
             return TINY_BACKBONE
-        available = [n for n in registered("backbones", modality=self.modality_of(spec))
-                     if get_host().backbone(n).available()]
+        available = [
+            n
+            for n in registered("backbones", modality=self.modality_of(spec))
+            if get_host().backbone(n).available()
+        ]
         if not available:
-            pytest.skip(f"no {self.modality_of(spec)} backbone can load here; set `backbone` on the test class")
+            pytest.skip(
+                f"no {self.modality_of(spec)} backbone can load here; set `backbone` on the test class"
+            )
         return available[0]
 
 
@@ -298,12 +330,22 @@ class BackboneConformance(_Conformance):
         random_init = spec.build(pretrained=False).state_dict()
         pretrained = spec.build(pretrained=True).state_dict()
         assert pretrained.keys() == random_init.keys()
-        assert any(not torch.equal(pretrained[k], random_init[k]) for k in pretrained
-                   if pretrained[k].is_floating_point()), "build(pretrained=True) loaded no weights"
+        assert any(
+            not torch.equal(pretrained[k], random_init[k])
+            for k in pretrained
+            if pretrained[k].is_floating_point()
+        ), "build(pretrained=True) loaded no weights"
 
     def test_tiny_search(self, spec, spec_name, data, tmp_path):
-        result = tiny_search(data, tmp_path / "out", backbones=[spec_name], strategies=["linear-probe"],
-                             image_size=self.image_size, max_length=self.max_length, random_init=not spec.available())
+        result = tiny_search(
+            data,
+            tmp_path / "out",
+            backbones=[spec_name],
+            strategies=["linear-probe"],
+            image_size=self.image_size,
+            max_length=self.max_length,
+            random_init=not spec.available(),
+        )
         assert_trial_completed(result, backbone=spec_name, strategy="linear-probe")
 
 
@@ -317,10 +359,14 @@ class StrategyConformance(_TrainsOnABackbone):
 
     def _options(self, spec, data) -> dict:
         """Data streams the strategy needs: the sample data serves as target domain and related task."""
-        return {"backbones": [self.trial_backbone(spec)], "strategies": [spec.name], "image_size": self.image_size,
-                "max_length": self.max_length,
-                "target_unlabeled": str(data) if spec.needs_target else None,
-                "aux_tasks": [str(data)] if spec.needs_aux else []}
+        return {
+            "backbones": [self.trial_backbone(spec)],
+            "strategies": [spec.name],
+            "image_size": self.image_size,
+            "max_length": self.max_length,
+            "target_unlabeled": str(data) if spec.needs_target else None,
+            "aux_tasks": [str(data)] if spec.needs_aux else [],
+        }
 
     def test_spec(self, spec):
         low, high = spec.lr_range
@@ -334,8 +380,15 @@ class StrategyConformance(_TrainsOnABackbone):
 
         for n_groups in (1, 3):
             trial = optuna.create_study().ask()
-            context = StrategyContext(backbone_name=TINY_BACKBONE, modality=self.modality_of(spec), n_groups=n_groups,
-                                      max_epochs=3, epochs=3, streams=("target", "aux0"), aux_classes=(3,))
+            context = StrategyContext(
+                backbone_name=TINY_BACKBONE,
+                modality=self.modality_of(spec),
+                n_groups=n_groups,
+                max_epochs=3,
+                epochs=3,
+                streams=("target", "aux0"),
+                aux_classes=(3,),
+            )
             knobs = spec.suggest(trial, context)
             assert isinstance(knobs, dict)
             foreign = [p for p in trial.params if not p.startswith(f"{spec.name}.")]
@@ -351,8 +404,10 @@ class StrategyConformance(_TrainsOnABackbone):
         from .engine import Search
         from .strategy import Plan
 
-        search = Search(SearchConfig(data=str(data), device="cpu", max_epochs=2, **self._options(spec, data)),
-                        open_study=False)
+        search = Search(
+            SearchConfig(data=str(data), device="cpu", max_epochs=2, **self._options(spec, data)),
+            open_study=False,
+        )
         trainer, _ = search.build_trial(optuna.create_study().ask(), None)
         plan, model = trainer.plan, trainer.model
         assert isinstance(plan, Plan), "prepare must return an autotransfer.strategy.Plan"
@@ -361,10 +416,12 @@ class StrategyConformance(_TrainsOnABackbone):
         in_optimiser = [p for group in plan.param_groups for p in group["params"]]
         assert in_optimiser, "the plan trains nothing"
         assert len({id(p) for p in in_optimiser}) == len(in_optimiser), "a parameter is in two param groups"
-        frozen = [p for group in model.backbone.group_parameters()[:plan.frozen_prefix] for p in group]
+        frozen = [p for group in model.backbone.group_parameters()[: plan.frozen_prefix] for p in group]
         # the trainer caches activations below frozen_prefix: what it claims frozen must be frozen
         assert not any(p.requires_grad for p in frozen), "frozen_prefix covers parameters that require grad"
-        assert not {id(p) for p in frozen} & {id(p) for p in in_optimiser}, "frozen_prefix parameters are optimised"
+        assert not {id(p) for p in frozen} & {id(p) for p in in_optimiser}, (
+            "frozen_prefix parameters are optimised"
+        )
         before = {id(p): p.detach().clone() for p in model.parameters()}
         try:
             trainer.fit()
@@ -408,9 +465,12 @@ class TaskConformance(_TrainsOnABackbone):
         assert len(first.items) == len(first.labels) > 0
         assert len(set(first.classes)) == len(first.classes) >= 2
         assert set(first.labels) == set(range(len(first.classes)))
-        assert len(set(first.items)) == len(first.items), "items name examples in the saved split: keep them unique"
-        assert (first.items, first.labels, first.classes) == (second.items, second.labels, second.classes), \
+        assert len(set(first.items)) == len(first.items), (
+            "items name examples in the saved split: keep them unique"
+        )
+        assert (first.items, first.labels, first.classes) == (second.items, second.labels, second.classes), (
             "loading must be deterministic: a resumed study maps its saved split back by item"
+        )
 
     def test_missing_data_is_a_one_line_user_error(self, spec, tmp_path):
         from .config import SearchConfig
@@ -437,8 +497,15 @@ class TaskConformance(_TrainsOnABackbone):
 
     def test_tiny_search(self, spec, data, tmp_path):
         backbone = self.trial_backbone(spec)
-        result = tiny_search(data, tmp_path / "out", task=spec.name, backbones=[backbone],
-                             strategies=["linear-probe"], image_size=self.image_size, max_length=self.max_length)
+        result = tiny_search(
+            data,
+            tmp_path / "out",
+            task=spec.name,
+            backbones=[backbone],
+            strategies=["linear-probe"],
+            image_size=self.image_size,
+            max_length=self.max_length,
+        )
         assert_trial_completed(result, backbone=backbone, strategy="linear-probe")
         inputs = self.predict_inputs(data)
         if inputs:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ class Stream:
     """Encoded inputs (and labels, when known) of one split, on the device."""
 
     inputs: Any
-    labels: Optional[torch.Tensor]
+    labels: torch.Tensor | None
     key: tuple  # identifies the data for the activation cache
 
 
@@ -73,7 +74,7 @@ class TrainConfig:
     #: the largest batch one forward/backward may take; a larger ``batch_size`` accumulates gradients
     #: over micro-batches (same update, less memory). None: measured on CUDA before training (see
     #: ``fit_micro_batch``), the whole batch elsewhere
-    micro_batch: Optional[int] = None
+    micro_batch: int | None = None
 
     @property
     def pass_size(self) -> int:
@@ -107,13 +108,13 @@ class Trainer:
     #: extra streams a strategy asked for: ``target`` (unlabelled), ``aux0``, ``aux1``... (labelled)
     extras: dict = field(default_factory=dict)
     #: label-free model selection: ``score(val_accuracy, target_logits) -> (metric, details)``
-    score: Optional[Callable[[float, torch.Tensor], tuple]] = None
+    score: Callable[[float, torch.Tensor], tuple] | None = None
     #: unlabelled target inputs the score looks at (never their labels)
-    target_val: Optional[Stream] = None
+    target_val: Stream | None = None
     #: labelled target data, evaluated after training for the record, never for selection
-    target_eval: Optional[Stream] = None
+    target_eval: Stream | None = None
     #: called after each epoch with (epoch, validation metric, extra metrics); may raise TrialPruned
-    report: Optional[Callable[[int, float, dict], None]] = None
+    report: Callable[[int, float, dict], None] | None = None
     history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,7 +125,8 @@ class Trainer:
         can_split = fully_frozen or (k > 0 and backbone.supports_prefix)
         self.cached_depth = k if (self.config.use_cache and self.config.augment == "off" and can_split) else 0
         self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.config.device.type == "cuda"
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.config.device.type == "cuda"
             else contextlib.nullcontext()
         )
 
@@ -145,7 +147,9 @@ class Trainer:
             with torch.no_grad(), self.autocast:
                 for start in range(0, n, step):
                     index = torch.arange(start, min(n, start + step), device=self.config.device)
-                    x = self.config.prepare(take(stream.inputs, index), self.config.preprocessing, train=False)
+                    x = self.config.prepare(
+                        take(stream.inputs, index), self.config.preprocessing, train=False
+                    )
                     if depth >= self.n_groups:
                         out = backbone.forward_features(x)
                     else:
@@ -177,7 +181,8 @@ class Trainer:
         target_val_x = self._boundary(self.target_val) if self.target_val is not None else None
         self.optimizer = torch.optim.AdamW(
             [{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in self.plan.param_groups],
-            lr=cfg.lr, weight_decay=cfg.weight_decay,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
         )
         steps_per_epoch = max(1, math.ceil(count(train_x) / cfg.batch_size))
         self.total_steps = steps_per_epoch * cfg.epochs
@@ -221,7 +226,7 @@ class Trainer:
         batches = 0
         bs = self.config.batch_size
         for start in range(0, n, bs):
-            index = order[start:start + bs]
+            index = order[start : start + bs]
             if len(index) < 2 and n > 1:
                 continue  # a batch of one breaks batch norm
             extra_batches = {}
@@ -234,10 +239,12 @@ class Trainer:
             batches += 1
         mean_loss = (total / max(1, batches)).item()
         if not math.isfinite(mean_loss):
-            raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate is likely too high")
+            raise TrialFailed(
+                f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate is likely too high"
+            )
         return mean_loss
 
-    def train_step(self, batch: Any, labels: torch.Tensor, extra_batches: Optional[dict] = None) -> torch.Tensor:
+    def train_step(self, batch: Any, labels: torch.Tensor, extra_batches: dict | None = None) -> torch.Tensor:
         """One optimiser step on the batch: one forward/backward, or, when the batch is larger than
         ``micro_batch``, gradients accumulated over micro-batches weighted by their size."""
         extra_batches = extra_batches or {}
@@ -251,7 +258,10 @@ class Trainer:
         for start, stop in zip(bounds, bounds[1:]):
             part = slice(start, stop)
             share = (stop - start) / n
-            pieces = {name: (_part(x, part), None if y is None else y[part]) for name, (x, y) in extra_batches.items()}
+            pieces = {
+                name: (_part(x, part), None if y is None else y[part])
+                for name, (x, y) in extra_batches.items()
+            }
             with self.autocast:
                 part_loss = self.compute_loss(_part(batch, part), labels[part], pieces) * share
             part_loss.backward()
@@ -267,8 +277,14 @@ class Trainer:
         batch size that would not fit trains by accumulation instead of failing out of memory."""
         device = self.config.device
         trainable = [p for g in self.plan.param_groups for p in g["params"]]
-        key = (self.config.cache_key, self.cached_depth, self.plan.frozen_prefix, sum(p.numel() for p in trainable),
-               tuple(sorted(self.extras)), self.config.augment)
+        key = (
+            self.config.cache_key,
+            self.cached_depth,
+            self.plan.frozen_prefix,
+            sum(p.numel() for p in trainable),
+            tuple(sorted(self.extras)),
+            self.config.augment,
+        )
         n = count(train_x)
         if key not in _MEMORY and n >= 2:
             buffers = {name: b.clone() for name, b in self.model.named_buffers()}
@@ -280,9 +296,14 @@ class Trainer:
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
                 with self.autocast:
-                    loss = self.compute_loss(take(train_x, index), self.train.labels[index],
-                                             {k: (take(x, index % count(x)), None if y is None else y[index % count(x)])
-                                              for k, (x, y) in extras_x.items()})
+                    loss = self.compute_loss(
+                        take(train_x, index),
+                        self.train.labels[index],
+                        {
+                            k: (take(x, index % count(x)), None if y is None else y[index % count(x)])
+                            for k, (x, y) in extras_x.items()
+                        },
+                    )
                 loss.backward()
                 self.optimizer.zero_grad(set_to_none=True)
                 peaks.append(torch.cuda.max_memory_allocated(device) - base)
@@ -318,7 +339,9 @@ class Trainer:
         with self.autocast:
             for start in range(0, n, step):
                 index = torch.arange(start, min(n, start + step), device=self.config.device)
-                outputs.append(self.model.classify_features(self.features(take(inputs, index), train=False)).float())
+                outputs.append(
+                    self.model.classify_features(self.features(take(inputs, index), train=False)).float()
+                )
         return torch.cat(outputs) if outputs else torch.zeros(0)
 
     def evaluate(self, inputs: Any, labels: torch.Tensor) -> float:

@@ -30,17 +30,29 @@ def run(source: Path, target: Path, method: str, seed: int, args, out: Path) -> 
 
     adapt = METHODS[method]
     config = SearchConfig(
-        data=str(source), output=str(out), n_trials=args.n_trials, seed=seed, backbones=["tf_efficientnet_lite0"],
+        data=str(source),
+        output=str(out),
+        n_trials=args.n_trials,
+        seed=seed,
+        backbones=["tf_efficientnet_lite0"],
         strategies=[adapt] if adapt else ["partial-finetune", "full-finetune"],
-        target_unlabeled=str(target) if adapt else None, target_eval=str(target), image_size=args.image_size,
-        max_epochs=args.max_epochs, reference=False, rank=False, quiet=True,
+        target_unlabeled=str(target) if adapt else None,
+        target_eval=str(target),
+        image_size=args.image_size,
+        max_epochs=args.max_epochs,
+        reference=False,
+        rank=False,
+        quiet=True,
     )
     started = time.time()
     result = run_search(config)
     cache.activations.clear()
     best = result.best or {}
-    return {"target_accuracy": best.get("target_accuracy"), "source_test_accuracy": best.get("test_metric"),
-            "seconds": round(time.time() - started, 1)}
+    return {
+        "target_accuracy": best.get("target_accuracy"),
+        "source_test_accuracy": best.get("test_metric"),
+        "seconds": round(time.time() - started, 1),
+    }
 
 
 def main() -> None:
@@ -60,28 +72,46 @@ def main() -> None:
     results = {}
     for direction, (source, target) in directions.items():
         for method in METHODS:
-            runs = [run(source, target, method, seed, args, tmp / f"{direction[:6]}-{method}-{seed}")
-                    for seed in args.seeds]
+            runs = [
+                run(source, target, method, seed, args, tmp / f"{direction[:6]}-{method}-{seed}")
+                for seed in args.seeds
+            ]
             accs = [r["target_accuracy"] for r in runs if r["target_accuracy"] is not None]
             results.setdefault(direction, {})[method] = {
-                "runs": runs, "mean": round(statistics.mean(accs), 4) if accs else None,
+                "runs": runs,
+                "mean": round(statistics.mean(accs), 4) if accs else None,
                 "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             }
             print(direction, method, results[direction][method]["mean"], flush=True)
     info = machine()
-    lines = ["# Domain adaptation: digits <-> MNIST-5k", "",
-             f"`python benchmarks/adaptation.py --seeds {' '.join(map(str, args.seeds))} --n-trials {args.n_trials} "
-             f"--per-class {args.per_class} --image-size {args.image_size} --max-epochs {args.max_epochs}`", "",
-             "Machine:", machine_md(info), "",
-             f"Each cell: a search of {args.n_trials} trials (tf_efficientnet_lite0, {args.image_size} px, "
-             f"{args.per_class} images per class per domain); selection reads no target label; the selected "
-             f"trial's accuracy on the target's held-back labels, mean ± std over seeds {args.seeds}.", "",
-             "| direction | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
+    lines = [
+        "# Domain adaptation: digits <-> MNIST-5k",
+        "",
+        f"`python benchmarks/adaptation.py --seeds {' '.join(map(str, args.seeds))} --n-trials "
+        f"{args.n_trials} "
+        f"--per-class {args.per_class} --image-size {args.image_size} --max-epochs {args.max_epochs}`",
+        "",
+        "Machine:",
+        machine_md(info),
+        "",
+        f"Each cell: a search of {args.n_trials} trials (tf_efficientnet_lite0, {args.image_size} px, "
+        f"{args.per_class} images per class per domain); selection reads no target label; the selected "
+        f"trial's accuracy on the target's held-back labels, mean ± std over seeds {args.seeds}.",
+        "",
+        "| direction | " + " | ".join(METHODS) + " |",
+        "| --- |" + " --- |" * len(METHODS),
+    ]
     for direction, by_method in results.items():
-        cells = [f"{m['mean']:.3f} ± {m['std']:.3f}" if m["mean"] is not None else "n/a" for m in by_method.values()]
+        cells = [
+            f"{m['mean']:.3f} ± {m['std']:.3f}" if m["mean"] is not None else "n/a"
+            for m in by_method.values()
+        ]
         lines.append(f"| {direction} | " + " | ".join(cells) + " |")
-    write("adaptation-" + ("gpu" if "none" not in info["gpu"] else "cpu"),
-          {"args": vars(args), "machine": info, "results": results}, "\n".join(lines) + "\n")
+    write(
+        "adaptation-" + ("gpu" if "none" not in info["gpu"] else "cpu"),
+        {"args": vars(args), "machine": info, "results": results},
+        "\n".join(lines) + "\n",
+    )
 
 
 if __name__ == "__main__":

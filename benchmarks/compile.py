@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from common import machine, machine_md, write  # noqa: E402
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -38,7 +37,11 @@ class Features(torch.nn.Module):
 def step_times(model, head, x, y, steps: int, device) -> tuple[float, float]:
     """(seconds of the first step, mean seconds of the next ``steps``)."""
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
     def one():
         with autocast:
@@ -64,8 +67,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--trial-steps", type=int, default=60,
-                        help="steps of a typical trial (the demo: 1300 images / batch 32 x 3 epochs is about 120)")
+    parser.add_argument(
+        "--trial-steps",
+        type=int,
+        default=60,
+        help="steps of a typical trial (the demo: 1300 images / batch 32 x 3 epochs is about 120)",
+    )
     args = parser.parse_args()
     from autotransfer_timm import build_lite
 
@@ -86,21 +93,43 @@ def main() -> None:
     saved = rows["eager"]["step_s"] - rows["compiled"]["step_s"]
     extra = rows["compiled"]["first_step_s"] - rows["eager"]["first_step_s"]
     break_even = extra / saved if saved > 0 else None
-    trial = {mode: round(r["first_step_s"] + r["step_s"] * (args.trial_steps - 1), 2) for mode, r in rows.items()}
+    trial = {
+        mode: round(r["first_step_s"] + r["step_s"] * (args.trial_steps - 1), 2) for mode, r in rows.items()
+    }
     info = machine()
-    payload = {"args": vars(args), "machine": info, "modes": rows, "break_even_steps": break_even,
-               "trial_seconds": trial}
+    payload = {
+        "args": vars(args),
+        "machine": info,
+        "modes": rows,
+        "break_even_steps": break_even,
+        "trial_seconds": trial,
+    }
     kind = "GPU" if device.type == "cuda" else "CPU"
-    lines = [f"# torch.compile inside a trial ({kind})", "",
-             f"`python benchmarks/compile.py --image-size {args.image_size} --batch {args.batch} --steps {args.steps} "
-             f"--trial-steps {args.trial_steps}`", "", "Machine:", machine_md(info), "",
-             f"{BACKBONE}, batch {args.batch}, {args.image_size} px, full fine-tune steps (forward, backward, AdamW).", "",
-             "| mode | first step (s, includes compiling) | step after (s) |", "| --- | --- | --- |"]
+    lines = [
+        f"# torch.compile inside a trial ({kind})",
+        "",
+        f"`python benchmarks/compile.py --image-size {args.image_size} --batch {args.batch} --steps "
+        f"{args.steps} "
+        f"--trial-steps {args.trial_steps}`",
+        "",
+        "Machine:",
+        machine_md(info),
+        "",
+        f"{BACKBONE}, batch {args.batch}, {args.image_size} px, full fine-tune steps (forward, "
+        "backward, AdamW).",
+        "",
+        "| mode | first step (s, includes compiling) | step after (s) |",
+        "| --- | --- | --- |",
+    ]
     for mode, r in rows.items():
         lines.append(f"| {mode} | {r['first_step_s']} | {r['step_s']} |")
-    lines += ["", f"Compiling costs {extra:.1f} s once per trial and saves {saved * 1000:.1f} ms a step: "
-              + (f"it pays after {break_even:.0f} steps." if break_even else "it never pays (no step is faster)."),
-              f"A trial of {args.trial_steps} steps: eager {trial['eager']} s, compiled {trial['compiled']} s.", ""]
+    lines += [
+        "",
+        f"Compiling costs {extra:.1f} s once per trial and saves {saved * 1000:.1f} ms a step: "
+        + (f"it pays after {break_even:.0f} steps." if break_even else "it never pays (no step is faster)."),
+        f"A trial of {args.trial_steps} steps: eager {trial['eager']} s, compiled {trial['compiled']} s.",
+        "",
+    ]
     write(f"compile-{kind.lower()}", payload, "\n".join(lines))
 
 

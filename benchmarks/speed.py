@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
-
 from common import machine, machine_md, write  # noqa: E402
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -36,10 +35,14 @@ def reference_search(data: Path, budget: float, size: int, strategy: str, max_ep
 
     from autotransfer_timm import lite_state_dict
 
-    transform = transforms.Compose([
-        transforms.Grayscale(3), transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Grayscale(3),
+            transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
+    )
     folder = datasets.ImageFolder(str(data), transform=transform)
     from sklearn.model_selection import train_test_split
 
@@ -48,8 +51,11 @@ def reference_search(data: Path, budget: float, size: int, strategy: str, max_ep
     step_times, images = [0.0], [0]
 
     def objective(trial):
-        lr = trial.suggest_float("lr", 1e-3, 3e-1, log=True) if strategy == "linear-probe" else \
-            trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+        lr = (
+            trial.suggest_float("lr", 1e-3, 3e-1, log=True)
+            if strategy == "linear-probe"
+            else trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+        )
         epochs = trial.suggest_int("epochs", 1, max_epochs)
         batch = trial.suggest_categorical("batch_size", [16, 32, 64])
         model = timm.create_model(BACKBONE, pretrained=False, num_classes=10)
@@ -85,26 +91,40 @@ def reference_search(data: Path, budget: float, size: int, strategy: str, max_ep
         return accuracy
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs),
+    )
     started = time.time()
     study.optimize(objective, timeout=budget)
     return summarise(study, time.time() - started)
 
 
 def summarise(study, wall: float) -> dict:
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t
+        for t in study.trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     best, best_at = 0.0, None
     first = min(t.datetime_start for t in study.trials)
     for t in sorted(finished, key=lambda t: t.datetime_complete):
         value = t.value if t.value is not None else max(t.intermediate_values.values(), default=0)
         if t.state == optuna.trial.TrialState.COMPLETE and value > best:
             best, best_at = value, (t.datetime_complete - first).total_seconds()
-    return {"trials": len(finished), "wall_s": round(wall, 1), "trials_per_hour": round(len(finished) / wall * 3600, 1),
-            "best_val_accuracy": round(best, 4), "time_to_best_s": round(best_at, 1) if best_at else None}
+    return {
+        "trials": len(finished),
+        "wall_s": round(wall, 1),
+        "trials_per_hour": round(len(finished) / wall * 3600, 1),
+        "best_val_accuracy": round(best, 4),
+        "time_to_best_s": round(best_at, 1) if best_at else None,
+    }
 
 
-def autotransfer_search(data: Path, budget: float, size: int, strategy: str, max_epochs: int, seed: int, out: Path) -> dict:
+def autotransfer_search(
+    data: Path, budget: float, size: int, strategy: str, max_epochs: int, seed: int, out: Path
+) -> dict:
     from autotransfer import cache
     from autotransfer.config import SearchConfig
     from autotransfer.engine import run_search
@@ -112,10 +132,23 @@ def autotransfer_search(data: Path, budget: float, size: int, strategy: str, max
     cache.activations.clear()
     cache.inputs.clear()
     started = time.time()
-    result = run_search(SearchConfig(data=str(data), output=str(out), n_trials=None, timeout=budget,
-                                     backbones=[BACKBONE], strategies=[strategy], image_size=size,
-                                     max_epochs=max_epochs, seed=seed, reference=False, rank=False,
-                                     batch_sizes=(16, 32, 64), quiet=True))
+    result = run_search(
+        SearchConfig(
+            data=str(data),
+            output=str(out),
+            n_trials=None,
+            timeout=budget,
+            backbones=[BACKBONE],
+            strategies=[strategy],
+            image_size=size,
+            max_epochs=max_epochs,
+            seed=seed,
+            reference=False,
+            rank=False,
+            batch_sizes=(16, 32, 64),
+            quiet=True,
+        )
+    )
     return summarise(result.study, time.time() - started)
 
 
@@ -141,11 +174,23 @@ def trial_throughput_and_overhead(data: Path, size: int, out: Path) -> dict:
     from autotransfer.config import SearchConfig
     from autotransfer.engine import Search
 
-    search = Search(SearchConfig(data=str(data), output=str(out), backbones=[BACKBONE], image_size=size, quiet=True))
-    params = {"backbone": BACKBONE, "strategy": "full-finetune", "full-finetune.lr": 1e-3, "epochs": 3,
-              "batch_size": 32, "weight_decay": 1e-4, "full-finetune.layer_decay": 1.0,
-              "full-finetune.head_lr_mult": 1.0, "full-finetune.warmup": 0.0, "full-finetune.schedule": "cosine",
-              "full-finetune.label_smoothing": 0.0, "augment": "off"}
+    search = Search(
+        SearchConfig(data=str(data), output=str(out), backbones=[BACKBONE], image_size=size, quiet=True)
+    )
+    params = {
+        "backbone": BACKBONE,
+        "strategy": "full-finetune",
+        "full-finetune.lr": 1e-3,
+        "epochs": 3,
+        "batch_size": 32,
+        "weight_decay": 1e-4,
+        "full-finetune.layer_decay": 1.0,
+        "full-finetune.head_lr_mult": 1.0,
+        "full-finetune.warmup": 0.0,
+        "full-finetune.schedule": "cosine",
+        "full-finetune.label_smoothing": 0.0,
+        "augment": "off",
+    }
     search.streams(search.preprocessing_for(search.backbones[0].build(pretrained=False)))  # decode once
     started = time.time()
     trainer, _ = search.build_trial(optuna.trial.FixedTrial(params))
@@ -153,30 +198,49 @@ def trial_throughput_and_overhead(data: Path, size: int, out: Path) -> dict:
     trainer.fit()
     done = time.time()
     n = len(trainer.train.labels) * 3
-    return {"images_per_s": round(n / (done - built), 1), "overhead_s": round(built - started, 2),
-            "trial_s": round(done - started, 2), "overhead_fraction": round((built - started) / (done - started), 3)}
+    return {
+        "images_per_s": round(n / (done - built), 1),
+        "overhead_s": round(built - started, 2),
+        "trial_s": round(done - started, 2),
+        "overhead_fraction": round((built - started) / (done - started), 3),
+    }
 
 
 def kendall_for_zoo(data: Path, size: int, out: Path) -> dict:
     from scipy.stats import kendalltau
 
     from autotransfer.config import SearchConfig
-    from autotransfer.rank import rank_backbones
     from autotransfer.engine import Search
+    from autotransfer.rank import rank_backbones
 
-    search = Search(SearchConfig(data=str(data), output=str(out), image_size=size, quiet=True), open_study=False)
+    search = Search(
+        SearchConfig(data=str(data), output=str(out), image_size=size, quiet=True), open_study=False
+    )
     ranking = rank_backbones(search)
     accuracy = {}
     for r in ranking:
-        params = {"backbone": r.backbone, "strategy": "full-finetune", "full-finetune.lr": 1e-3, "epochs": 3,
-                  "batch_size": 32, "weight_decay": 1e-4, "full-finetune.layer_decay": 0.8,
-                  "full-finetune.head_lr_mult": 10.0, "full-finetune.warmup": 0.1, "full-finetune.schedule": "cosine",
-                  "full-finetune.label_smoothing": 0.0, "augment": "off"}
+        params = {
+            "backbone": r.backbone,
+            "strategy": "full-finetune",
+            "full-finetune.lr": 1e-3,
+            "epochs": 3,
+            "batch_size": 32,
+            "weight_decay": 1e-4,
+            "full-finetune.layer_decay": 0.8,
+            "full-finetune.head_lr_mult": 10.0,
+            "full-finetune.warmup": 0.1,
+            "full-finetune.schedule": "cosine",
+            "full-finetune.label_smoothing": 0.0,
+            "augment": "off",
+        }
         trainer, _ = search.build_trial(optuna.trial.FixedTrial(params))
         accuracy[r.backbone] = trainer.fit()
     tau = kendalltau([r.logme for r in ranking], [accuracy[r.backbone] for r in ranking]).statistic
-    return {"logme": {r.backbone: round(r.logme, 4) for r in ranking},
-            "finetuned_val_accuracy": {k: round(v, 4) for k, v in accuracy.items()}, "kendall_tau": round(float(tau), 3)}
+    return {
+        "logme": {r.backbone: round(r.logme, 4) for r in ranking},
+        "finetuned_val_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+        "kendall_tau": round(float(tau), 3),
+    }
 
 
 def main() -> None:
@@ -195,48 +259,80 @@ def main() -> None:
     for strategy in ("linear-probe", "full-finetune"):
         rows[strategy] = {
             "reference": reference_search(data, args.budget, args.image_size, strategy, args.max_epochs, 0),
-            "autotransfer": autotransfer_search(data, args.budget, args.image_size, strategy, args.max_epochs, 0,
-                                                tmp / f"out-{strategy}"),
+            "autotransfer": autotransfer_search(
+                data, args.budget, args.image_size, strategy, args.max_epochs, 0, tmp / f"out-{strategy}"
+            ),
         }
         ref, ours = rows[strategy]["reference"], rows[strategy]["autotransfer"]
-        rows[strategy]["speedup_trials_per_hour"] = round(ours["trials_per_hour"] / max(ref["trials_per_hour"], 1e-9), 1)
+        rows[strategy]["speedup_trials_per_hour"] = round(
+            ours["trials_per_hour"] / max(ref["trials_per_hour"], 1e-9), 1
+        )
     raw = raw_throughput(args.image_size)
     trial = trial_throughput_and_overhead(data, args.image_size, tmp / "trial")
     trial["fraction_of_raw"] = round(trial["images_per_s"] / raw, 3)
     zoo = kendall_for_zoo(data, args.image_size, tmp / "zoo")
     info = machine()
-    payload = {"args": vars(args), "machine": info, "searches": rows, "raw_train_images_per_s": round(raw, 1),
-               "finetune_trial": trial, "rank": zoo}
-    lines = [f"# Speed: autotransfer against a plain Optuna + timm loop ({'GPU' if 'none' not in info['gpu'] else 'CPU'})",
-             "", f"`python benchmarks/speed.py --budget {args.budget:g} --image-size {args.image_size} "
-             f"--per-class {args.per_class} --max-epochs {args.max_epochs} --dataset {args.dataset}`", "",
-             "Machine:", machine_md(info), "",
-             f"Data: {args.dataset} exported as PNG files, {args.per_class} per class, {args.image_size} px, "
-             f"{BACKBONE} with ImageNet weights. Same space, same wall-clock budget per search, one run.", "",
-             "| search | method | trials | trials/hour | best val accuracy | time to best (s) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    payload = {
+        "args": vars(args),
+        "machine": info,
+        "searches": rows,
+        "raw_train_images_per_s": round(raw, 1),
+        "finetune_trial": trial,
+        "rank": zoo,
+    }
+    lines = [
+        "# Speed: autotransfer against a plain Optuna + timm loop "
+        f"({'GPU' if 'none' not in info['gpu'] else 'CPU'})",
+        "",
+        f"`python benchmarks/speed.py --budget {args.budget:g} --image-size {args.image_size} "
+        f"--per-class {args.per_class} --max-epochs {args.max_epochs} --dataset {args.dataset}`",
+        "",
+        "Machine:",
+        machine_md(info),
+        "",
+        f"Data: {args.dataset} exported as PNG files, {args.per_class} per class, {args.image_size} px, "
+        f"{BACKBONE} with ImageNet weights. Same space, same wall-clock budget per search, one run.",
+        "",
+        "| search | method | trials | trials/hour | best val accuracy | time to best (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for strategy, r in rows.items():
         for method in ("reference", "autotransfer"):
             m = r[method]
-            lines.append(f"| {strategy} | {method} | {m['trials']} | {m['trials_per_hour']} | {m['best_val_accuracy']} "
-                         f"| {m['time_to_best_s']} |")
+            lines.append(
+                f"| {strategy} | {method} | {m['trials']} | {m['trials_per_hour']} | "
+                f"{m['best_val_accuracy']} "
+                f"| {m['time_to_best_s']} |"
+            )
         lines.append(f"| {strategy} | **speed-up** | | **{r['speedup_trials_per_hour']}x** | | |")
-    lines += ["", f"Raw training throughput of the backbone (random input, batch 32): {raw:.1f} img/s.",
-              f"Inside an autotransfer full fine-tune trial (3 epochs, batch 32): {trial['images_per_s']} img/s "
-              f"= {trial['fraction_of_raw'] * 100:.0f}% of raw.",
-              f"Fixed per-trial overhead (model build + weight load): {trial['overhead_s']} s of a "
-              f"{trial['trial_s']} s trial ({trial['overhead_fraction'] * 100:.1f}%).", "",
-              "LogME ranking against fine-tuned validation accuracy (3 epochs each) over the offline zoo:", "",
-              "| backbone | LogME | fine-tuned val accuracy |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        f"Raw training throughput of the backbone (random input, batch 32): {raw:.1f} img/s.",
+        f"Inside an autotransfer full fine-tune trial (3 epochs, batch 32): {trial['images_per_s']} img/s "
+        f"= {trial['fraction_of_raw'] * 100:.0f}% of raw.",
+        f"Fixed per-trial overhead (model build + weight load): {trial['overhead_s']} s of a "
+        f"{trial['trial_s']} s trial ({trial['overhead_fraction'] * 100:.1f}%).",
+        "",
+        "LogME ranking against fine-tuned validation accuracy (3 epochs each) over the offline zoo:",
+        "",
+        "| backbone | LogME | fine-tuned val accuracy |",
+        "| --- | --- | --- |",
+    ]
     for name, score in zoo["logme"].items():
         lines.append(f"| {name} | {score} | {zoo['finetuned_val_accuracy'][name]} |")
-    lines += ["", f"Kendall tau: {zoo['kendall_tau']}", "", "Notes:",
-              "- Each side's best validation accuracy is on its own split (the reference: scikit-learn's 30% "
-              "split; autotransfer: its stratified 15%), so compare them loosely.",
-              "- The autotransfer full fine-tune space is larger (layer decay, head rate multiplier, warm-up, "
-              "schedule, label smoothing, augmentation) than the reference's (learning rate, epochs, batch size).",
-              f"- Kendall tau is over the {len(zoo['logme'])} backbones of the offline zoo, one 3-epoch fine-tune "
-              "each.", ""]
+    lines += [
+        "",
+        f"Kendall tau: {zoo['kendall_tau']}",
+        "",
+        "Notes:",
+        "- Each side's best validation accuracy is on its own split (the reference: scikit-learn's 30% "
+        "split; autotransfer: its stratified 15%), so compare them loosely.",
+        "- The autotransfer full fine-tune space is larger (layer decay, head rate multiplier, warm-up, "
+        "schedule, label smoothing, augmentation) than the reference's (learning rate, epochs, batch size).",
+        f"- Kendall tau is over the {len(zoo['logme'])} backbones of the offline zoo, one 3-epoch fine-tune "
+        "each.",
+        "",
+    ]
     suffix = "gpu" if "none" not in info["gpu"] else "cpu"
     write(f"speed-{suffix}", payload, "\n".join(lines))
 

@@ -36,21 +36,45 @@ def autotransfer_run(data: Path, out: Path, strategy: str, args) -> dict:
     from autotransfer.engine import run_search
 
     started = time.time()
-    result = run_search(SearchConfig(data=str(data), output=str(out), n_trials=args.trials, max_epochs=args.max_epochs,
-                                     backbones=[BACKBONE], strategies=[strategy], max_length=args.max_length,
-                                     device=args.device, reference=False, rank=False, seed=args.seed, quiet=True))
+    result = run_search(
+        SearchConfig(
+            data=str(data),
+            output=str(out),
+            n_trials=args.trials,
+            max_epochs=args.max_epochs,
+            backbones=[BACKBONE],
+            strategies=[strategy],
+            max_length=args.max_length,
+            device=args.device,
+            reference=False,
+            rank=False,
+            seed=args.seed,
+            quiet=True,
+        )
+    )
     best = result.best or {}
-    return {"method": "autotransfer", "strategy": strategy, "val_accuracy": best.get("val_metric"),
-            "test_accuracy": best.get("test_metric"), "wall_s": round(time.time() - started, 1),
-            "trials": len(result.study.trials), "best_params": best.get("params")}
+    return {
+        "method": "autotransfer",
+        "strategy": strategy,
+        "val_accuracy": best.get("val_metric"),
+        "test_accuracy": best.get("test_metric"),
+        "wall_s": round(time.time() - started, 1),
+        "trials": len(result.study.trials),
+        "best_params": best.get("params"),
+    }
 
 
 def trainer_run(data: Path, split: dict, args) -> dict:
     """The plain transformers way, on the same rows."""
     import numpy as np
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
     from transformers.utils import logging
 
     from autotransfer_hf import _minilm_path
@@ -73,8 +97,11 @@ def trainer_run(data: Path, split: dict, args) -> dict:
             return len(self.labels)
 
         def __getitem__(self, i):
-            return {"input_ids": self.encoded["input_ids"][i], "attention_mask": self.encoded["attention_mask"][i],
-                    "labels": self.labels[i]}
+            return {
+                "input_ids": self.encoded["input_ids"][i],
+                "attention_mask": self.encoded["attention_mask"][i],
+                "labels": self.labels[i],
+            }
 
     train, val, test = Rows(split["train"]), Rows(split["val"]), Rows(split["test"])
 
@@ -85,28 +112,54 @@ def trainer_run(data: Path, split: dict, args) -> dict:
         return {"accuracy": float((np.argmax(prediction.predictions, 1) == prediction.label_ids).mean())}
 
     def hp_space(trial):
-        return {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
-                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.max_epochs),
-                "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32])}
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
+            "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.max_epochs),
+            "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32]),
+        }
 
     from transformers import DataCollatorWithPadding
 
     def trainer(**overrides):
-        settings = dict(output_dir=tempfile.mkdtemp(prefix="hf-"), eval_strategy="epoch", save_strategy="no",
-                        report_to=[], disable_tqdm=True, logging_strategy="no", use_cpu=args.device == "cpu",
-                        seed=args.seed)
-        return Trainer(model_init=model_init, args=TrainingArguments(**(settings | overrides)), train_dataset=train,
-                       eval_dataset=val, data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)
+        settings = dict(
+            output_dir=tempfile.mkdtemp(prefix="hf-"),
+            eval_strategy="epoch",
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            logging_strategy="no",
+            use_cpu=args.device == "cpu",
+            seed=args.seed,
+        )
+        return Trainer(
+            model_init=model_init,
+            args=TrainingArguments(**(settings | overrides)),
+            train_dataset=train,
+            eval_dataset=val,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=accuracy,
+        )
 
     set_seed(args.seed)
-    best = trainer().hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"],
-                                           n_trials=args.trials, direction="maximize", backend="optuna")
+    best = trainer().hyperparameter_search(
+        hp_space=hp_space,
+        compute_objective=lambda m: m["eval_accuracy"],
+        n_trials=args.trials,
+        direction="maximize",
+        backend="optuna",
+    )
     final = trainer(**best.hyperparameters)
     final.train()
     test_accuracy = final.evaluate(test)["eval_accuracy"]
-    return {"method": "transformers Trainer.hyperparameter_search (optuna)", "strategy": "full-finetune",
-            "val_accuracy": best.objective, "test_accuracy": test_accuracy, "wall_s": round(time.time() - started, 1),
-            "trials": args.trials, "best_params": best.hyperparameters}
+    return {
+        "method": "transformers Trainer.hyperparameter_search (optuna)",
+        "strategy": "full-finetune",
+        "val_accuracy": best.objective,
+        "test_accuracy": test_accuracy,
+        "wall_s": round(time.time() - started, 1),
+        "trials": args.trials,
+        "best_params": best.hyperparameters,
+    }
 
 
 def main() -> None:
@@ -135,29 +188,59 @@ def main() -> None:
 
     info = machine()
     unit = "GPU" if info["gpu"].startswith("none") is False else "CPU"
-    setup = {"backbone": BACKBONE, "documents": sum(len(v) for v in split.values()),
-             "split": {k: len(v) for k, v in split.items()}, "per_class": args.per_class,
-             "max_length": args.max_length, "trials_per_method": args.trials, "max_epochs": args.max_epochs,
-             "seed": args.seed, "device": args.device}
-    table = ["| method | strategy | val accuracy | test accuracy | wall time (s) | trials |", "|---|---|---|---|---|---|"]
+    setup = {
+        "backbone": BACKBONE,
+        "documents": sum(len(v) for v in split.values()),
+        "split": {k: len(v) for k, v in split.items()},
+        "per_class": args.per_class,
+        "max_length": args.max_length,
+        "trials_per_method": args.trials,
+        "max_epochs": args.max_epochs,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    table = [
+        "| method | strategy | val accuracy | test accuracy | wall time (s) | trials |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     for r in rows:
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-        table.append(f"| {r['method']} | {r['strategy']} | {fmt(r['val_accuracy'])} | {fmt(r['test_accuracy'])} | "
-                     f"{r['wall_s']} | {r['trials']} |")
-    markdown = "\n".join([
-        f"# Text transfer on BBC News ({unit} numbers)", "",
-        f"all-MiniLM-L6-v2, {setup['documents']} documents ({args.per_class} per topic, 5 topics; "
-        f"train/val/test {setup['split']['train']}/{setup['split']['val']}/{setup['split']['test']}), "
-        f"{args.max_length} tokens, {args.trials} trials of at most {args.max_epochs} epochs per row, seed {args.seed}. "
-        "Each autotransfer row searches one strategy; the Trainer row is transformers' own "
-        "hyperparameter search (full fine-tuning) on the same rows, plus one retraining of its best configuration. "
-        "Wall time covers the whole search including the final test evaluation. With "
-        f"{setup['split']['test']} test documents one document is {1 / max(1, setup['split']['test']):.2f} of accuracy: "
-        "read smaller differences as noise.", "",
-        *table, "", "Run with:", "", f"    python benchmarks/text_bbc.py --per-class {args.per_class} --max-length "
-        f"{args.max_length} --trials {args.trials} --max-epochs {args.max_epochs} --device {args.device}", "",
-        "## Machine", "", machine_md(info), "",
-    ])
+        table.append(
+            f"| {r['method']} | {r['strategy']} | {fmt(r['val_accuracy'])} | {fmt(r['test_accuracy'])} | "
+            f"{r['wall_s']} | {r['trials']} |"
+        )
+    markdown = "\n".join(
+        [
+            f"# Text transfer on BBC News ({unit} numbers)",
+            "",
+            f"all-MiniLM-L6-v2, {setup['documents']} documents ({args.per_class} per topic, 5 topics; "
+            f"train/val/test {setup['split']['train']}/{setup['split']['val']}/{setup['split']['test']}), "
+            f"{args.max_length} tokens, {args.trials} trials of at most {args.max_epochs} epochs per "
+            f"row, seed {args.seed}. "
+            "Each autotransfer row searches one strategy; the Trainer row is transformers' own "
+            "hyperparameter search (full fine-tuning) on the same rows, plus one retraining of its "
+            "best configuration. "
+            "Wall time covers the whole search including the final test evaluation. With "
+            f"{setup['split']['test']} test documents one document is "
+            f"{1 / max(1, setup['split']['test']):.2f} of accuracy: "
+            "read smaller differences as noise.",
+            "",
+            *table,
+            "",
+            "Run with:",
+            "",
+            f"    python benchmarks/text_bbc.py --per-class {args.per_class} --max-length "
+            f"{args.max_length} --trials {args.trials} --max-epochs {args.max_epochs} --device {args.device}",
+            "",
+            "## Machine",
+            "",
+            machine_md(info),
+            "",
+        ]
+    )
     write(args.name, {"setup": setup, "results": rows, "machine": info}, markdown)
 
 

@@ -22,8 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, machine_md, write  # noqa: E402
 
-TRIAL = ["--image-size", "32", "--backbones", "tf_efficientnet_lite0", "--strategies", "linear-probe", "--no-cache",
-         "--max-epochs", "2", "--no-pruning", "--no-reference", "--no-rank", "--quiet"]
+TRIAL = [
+    "--image-size",
+    "32",
+    "--backbones",
+    "tf_efficientnet_lite0",
+    "--strategies",
+    "linear-probe",
+    "--no-cache",
+    "--max-epochs",
+    "2",
+    "--no-pruning",
+    "--no-reference",
+    "--no-rank",
+    "--quiet",
+]
 
 
 def run(data: Path, out: Path, workers: int, n_trials: int) -> dict:
@@ -31,18 +44,39 @@ def run(data: Path, out: Path, workers: int, n_trials: int) -> dict:
 
     load = os.getloadavg()[0]  # other work on the machine skews every number here: record it
     started = time.time()
-    subprocess.run([sys.executable, "-m", "autotransfer.cli", "search", str(data), "-o", str(out),
-                    "--devices", ",".join(["cpu"] * workers), "--n-trials", str(n_trials), *TRIAL], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autotransfer.cli",
+            "search",
+            str(data),
+            "-o",
+            str(out),
+            "--devices",
+            ",".join(["cpu"] * workers),
+            "--n-trials",
+            str(n_trials),
+            *TRIAL,
+        ],
+        check=True,
+    )
     wall = time.time() - started
     trials = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials
     done = [t for t in trials if t.state.is_finished()]
     # trials per hour while the workers were running trials (start-up and export excluded) ...
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-    return {"workers": workers, "trials": len(done), "trial_span_s": round(span, 1), "wall_s": round(wall, 1),
-            "trials_per_hour": round(len(done) / span * 3600, 1), "load_average_before": round(load, 2),
-            # ... and end to end, the way a user waits for the command
-            "trials_per_hour_wall": round(len(done) / wall * 3600, 1),
-            "states": sorted({t.state.name for t in done})}
+    return {
+        "workers": workers,
+        "trials": len(done),
+        "trial_span_s": round(span, 1),
+        "wall_s": round(wall, 1),
+        "trials_per_hour": round(len(done) / span * 3600, 1),
+        "load_average_before": round(load, 2),
+        # ... and end to end, the way a user waits for the command
+        "trials_per_hour_wall": round(len(done) / wall * 3600, 1),
+        "states": sorted({t.state.name for t in done}),
+    }
 
 
 def main() -> None:
@@ -63,21 +97,29 @@ def main() -> None:
     for row in rows:
         row["speedup"] = round(row["trials_per_hour"] / one["trials_per_hour"], 2)
         row["efficiency"] = round(row["speedup"] / (row["workers"] / one["workers"]), 2)
-        row["efficiency_wall"] = round(row["trials_per_hour_wall"] / one["trials_per_hour_wall"]
-                                       / (row["workers"] / one["workers"]), 2)
+        row["efficiency_wall"] = round(
+            row["trials_per_hour_wall"] / one["trials_per_hour_wall"] / (row["workers"] / one["workers"]), 2
+        )
     info = machine()
     lines = [
         "# Workers on one study: trials per hour",
         "",
-        f"`python benchmarks/workers.py --workers {args.workers} --n-trials {args.n_trials} --per-class {args.per_class}`: "
-        f"{args.n_trials} trials, `autotransfer search --devices cpu,...` (one process per worker, one SQLite "
+        f"`python benchmarks/workers.py --workers {args.workers} --n-trials {args.n_trials} "
+        f"--per-class {args.per_class}`: "
+        f"{args.n_trials} trials, `autotransfer search --devices cpu,...` (one process per worker, "
+        "one SQLite "
         "study, each worker's torch threads = cores / workers), linear probes of EfficientNet-Lite0 at 32 px "
         "recomputing the frozen backbone (`--no-cache`), 2 epochs, no pruning.",
         "",
-        "| workers | trials | trials/hour (running) | speed-up | efficiency | trials/hour (wall) | efficiency (wall) | wall s |",
+        "| workers | trials | trials/hour (running) | speed-up | efficiency | trials/hour (wall) | "
+        "efficiency (wall) | wall s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *[f"| {r['workers']} | {r['trials']} | {r['trials_per_hour']} | {r['speedup']} | {r['efficiency']} | "
-          f"{r['trials_per_hour_wall']} | {r['efficiency_wall']} | {r['wall_s']} |" for r in rows],
+        *[
+            f"| {r['workers']} | {r['trials']} | {r['trials_per_hour']} | {r['speedup']} | "
+            f"{r['efficiency']} | "
+            f"{r['trials_per_hour_wall']} | {r['efficiency_wall']} | {r['wall_s']} |"
+            for r in rows
+        ],
         "",
         "Running: from the first trial's start to the last trial's end. Wall: the whole command, with each "
         "worker's start-up (importing torch, decoding the data) and the final export. Efficiency: speed-up "

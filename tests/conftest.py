@@ -53,8 +53,9 @@ def cli(*args: str, expect: int | None = 0):
 
 
 def cli_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autotransfer.cli", *map(str, args)], capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "autotransfer.cli", *map(str, args)], capture_output=True, text=True, **kwargs
+    )
 
 
 def read_json(path: Path) -> dict:
@@ -65,8 +66,11 @@ def read_json(path: Path) -> dict:
 def digits_search(digits, tmp_path_factory) -> Path:
     """One real search of 6 trials, shared by the tests that read its outputs."""
     out = tmp_path_factory.mktemp("search") / "out"
-    result = CliRunner().invoke(main, ["search", str(digits), "-o", str(out), "--n-trials", "6", "--max-epochs", "3",
-                                       *FAST], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["search", str(digits), "-o", str(out), "--n-trials", "6", "--max-epochs", "3", *FAST],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     reset_host()
     return out
@@ -78,8 +82,12 @@ def postgres_url() -> str:
     url = os.environ.get("AUTOTRANSFER_TEST_POSTGRES")
     if not url:
         if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but AUTOTRANSFER_TEST_POSTGRES is unset: .ci/run starts PostgreSQL and sets it")
-        pytest.skip("set AUTOTRANSFER_TEST_POSTGRES=postgresql://USER:PASSWORD@HOST/DB to run the PostgreSQL tests")
+            pytest.fail(
+                "CI=true but AUTOTRANSFER_TEST_POSTGRES is unset: .ci/run starts PostgreSQL and sets it"
+            )
+        pytest.skip(
+            "set AUTOTRANSFER_TEST_POSTGRES=postgresql://USER:PASSWORD@HOST/DB to run the PostgreSQL tests"
+        )
     return url
 
 

@@ -6,11 +6,19 @@ import shutil
 
 import optuna
 import pytest
-
 from conftest import cli, read_json
 
-ADAPT = ["--image-size", "32", "--backbones", "tf_efficientnet_lite0", "--max-epochs", "2", "--quiet",
-         "--no-reference", "--no-pruning"]
+ADAPT = [
+    "--image-size",
+    "32",
+    "--backbones",
+    "tf_efficientnet_lite0",
+    "--max-epochs",
+    "2",
+    "--quiet",
+    "--no-reference",
+    "--no-pruning",
+]
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +35,21 @@ def trials(out):
 @pytest.mark.parametrize("strategy", ["dann", "coral", "mmd"])
 def test_adaptation_strategy_searches_digits_to_mnist(strategy, digits, mnist, tmp_path):
     out = tmp_path / "out"
-    cli("search", digits, "--target-unlabeled", mnist, "--target-eval", mnist, "-o", out, "--strategies", strategy,
-        "--n-trials", "3", *ADAPT)
+    cli(
+        "search",
+        digits,
+        "--target-unlabeled",
+        mnist,
+        "--target-eval",
+        mnist,
+        "-o",
+        out,
+        "--strategies",
+        strategy,
+        "--n-trials",
+        "3",
+        *ADAPT,
+    )
     done = trials(out)
     assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 3
     for t in done:
@@ -57,7 +78,17 @@ def test_objective_reads_no_target_label(digits, mnist, tmp_path):
         shutil.copytree(mnist / name, renamed / f"unknown-{i}")
     common = ["--strategies", "coral", "--n-trials", "2", *ADAPT]
     cli("search", digits, "--target-unlabeled", mnist, "--target-eval", mnist, "-o", tmp_path / "a", *common)
-    cli("search", digits, "--target-unlabeled", renamed, "--target-eval", scrambled, "-o", tmp_path / "b", *common)
+    cli(
+        "search",
+        digits,
+        "--target-unlabeled",
+        renamed,
+        "--target-eval",
+        scrambled,
+        "-o",
+        tmp_path / "b",
+        *common,
+    )
     a, b = trials(tmp_path / "a"), trials(tmp_path / "b")
     assert [t.value for t in a] == [t.value for t in b]
     assert [t.params for t in a] == [t.params for t in b]
@@ -68,8 +99,15 @@ def test_target_streams_carry_no_labels(digits, mnist, tmp_path):
     from autotransfer.config import SearchConfig
     from autotransfer.engine import Search
 
-    search = Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), target_unlabeled=str(mnist),
-                                 backbones=["tf_efficientnet_lite0"], image_size=32))
+    search = Search(
+        SearchConfig(
+            data=str(digits),
+            output=str(tmp_path / "o"),
+            target_unlabeled=str(mnist),
+            backbones=["tf_efficientnet_lite0"],
+            image_size=32,
+        )
+    )
     streams = search.streams({"image_size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3})
     assert streams["target"].labels is None and streams["target_val"].labels is None
     assert search.target.labels is None
@@ -77,7 +115,19 @@ def test_target_streams_carry_no_labels(digits, mnist, tmp_path):
 
 def test_multitask_trains_aux_heads_and_exports_plain_model(digits, mnist, tmp_path):
     out = tmp_path / "out"
-    cli("search", digits, "--aux-task", mnist, "-o", out, "--strategies", "multitask", "--n-trials", "2", *ADAPT)
+    cli(
+        "search",
+        digits,
+        "--aux-task",
+        mnist,
+        "-o",
+        out,
+        "--strategies",
+        "multitask",
+        "--n-trials",
+        "2",
+        *ADAPT,
+    )
     done = trials(out)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
     assert all("multitask.weight.0" in t.params for t in done)
@@ -103,7 +153,9 @@ def test_verdict_says_plainly_when_transfer_did_not_help():
 
     study = optuna.create_study(direction="maximize")
     dist = {"x": FloatDistribution(0, 1)}
-    study.add_trial(create_trial(value=0.9, params={"x": 0.1}, distributions=dist, user_attrs={"reference": "scratch"}))
+    study.add_trial(
+        create_trial(value=0.9, params={"x": 0.1}, distributions=dist, user_attrs={"reference": "scratch"})
+    )
     study.add_trial(create_trial(value=0.7, params={"x": 0.2}, distributions=dist))
     verdict = transfer_verdict(study)
     assert verdict["transfer_helped"] is False and "did NOT help" in verdict["verdict"]
@@ -120,8 +172,11 @@ def test_augmentation_is_searched_and_changes_inputs(digits_search):
     from autotransfer_image import augment_batch
 
     board = pd.read_csv(digits_search / "leaderboard.csv")
-    trained_below_head = [json.loads(p) for p, s in zip(board.params, board.strategy)
-                          if s in ("full-finetune", "partial-finetune", "scratch")]
+    trained_below_head = [
+        json.loads(p)
+        for p, s in zip(board.params, board.strategy)
+        if s in ("full-finetune", "partial-finetune", "scratch")
+    ]
     assert trained_below_head and all(p["augment"] in ("off", "light", "strong") for p in trained_below_head)
     x = torch.rand(4, 3, 32, 32)
     for strong in (False, True):

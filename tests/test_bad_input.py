@@ -12,12 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli, read_json
 from PIL import Image
 
-from conftest import cli, read_json
-
-TINY = ["--image-size", "32", "--backbones", "tf_efficientnet_lite0", "--strategies", "linear-probe",
-        "--n-trials", "1", "--max-epochs", "1", "--no-reference", "--no-rank", "--quiet"]
+TINY = [
+    "--image-size",
+    "32",
+    "--backbones",
+    "tf_efficientnet_lite0",
+    "--strategies",
+    "linear-probe",
+    "--n-trials",
+    "1",
+    "--max-epochs",
+    "1",
+    "--no-reference",
+    "--no-rank",
+    "--quiet",
+]
 
 
 def _one_line_error(result, *words):
@@ -32,23 +44,30 @@ def _one_line_error(result, *words):
 
 def _png_header(path: Path, width: int, height: int) -> None:
     """A PNG that claims width x height grey pixels: what a decompression bomb looks like."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
-    """Digits with every kind of damage and oddity a real folder has; returns (data, good items, bad items)."""
+    """Digits with every kind of damage and oddity a real folder has; returns (data, good items, bad
+    items)."""
     from autotransfer.demo import export_digits
 
     root = export_digits(str(tmp_path_factory.mktemp("messy") / "data"), per_class=10)
     os.rename(root / "7", root / "sieben-ü")  # a non-ASCII class name
     files = {c.name: sorted(c.iterdir()) for c in root.iterdir()}
-    # every colour mode a folder mixes: grey is the default; RGBA, palette (with transparency), 16-bit, CMYK JPEG
+    # every colour mode a folder mixes: grey is the default; RGBA, palette (with transparency),
+    # 16-bit, CMYK JPEG
     grey = lambda f: Image.open(f).convert("L")  # noqa: E731
     grey(files["0"][0]).convert("RGBA").save(files["0"][0])
     grey(files["0"][1]).convert("P").save(files["0"][1], transparency=0)
@@ -77,8 +96,12 @@ def messy(tmp_path_factory):
     os.symlink("loop.png", root / "6" / "loop.png")
     os.symlink("missing.png", root / "6" / "dangling.png")
     os.symlink("..", root / "8" / "up")  # a folder link back to the data: would repeat every class
-    good = sorted(os.fsencode(os.path.relpath(os.path.join(d, f), root)).decode("utf-8", "backslashreplace")
-                  for d, _, names in os.walk(root) for f in names if not os.path.islink(os.path.join(d, f)))
+    good = sorted(
+        os.fsencode(os.path.relpath(os.path.join(d, f), root)).decode("utf-8", "backslashreplace")
+        for d, _, names in os.walk(root)
+        for f in names
+        if not os.path.islink(os.path.join(d, f))
+    )
     good = [item for item in good if item not in bad]
     return root, good, bad
 
@@ -115,8 +138,11 @@ def test_damaged_images_are_skipped_by_name_and_every_good_one_is_used(messy, me
 def test_odd_modes_and_names_predict(messy, messy_search):
     data, _, _ = messy
     _, out = messy_search
-    inputs = [data / "0" / sorted(os.listdir(data / "0"))[0], data / "3" / "ziffer-drei-日本.png",
-              data / "sieben-ü"]
+    inputs = [
+        data / "0" / sorted(os.listdir(data / "0"))[0],
+        data / "3" / "ziffer-drei-日本.png",
+        data / "sieben-ü",
+    ]
     result = cli("predict", out / "model", *inputs, "--json")
     rows = [json.loads(line) for line in result.output.splitlines()]
     assert len(rows) == 2 + len(os.listdir(data / "sieben-ü"))
@@ -141,23 +167,28 @@ def test_transparency_and_16_bit_grey_decode_to_what_a_viewer_shows(tmp_path):
 def test_a_class_with_one_image_is_a_clear_error(digits_copy):
     for f in sorted((digits_copy / "4").iterdir())[1:]:
         f.unlink()
-    _one_line_error(cli("search", digits_copy, "-o", digits_copy.parent / "out", *TINY, expect=None),
-                    "'4'", "single example")
+    _one_line_error(
+        cli("search", digits_copy, "-o", digits_copy.parent / "out", *TINY, expect=None),
+        "'4'",
+        "single example",
+    )
 
 
 def test_a_class_whose_images_are_all_damaged_is_a_clear_error(digits_copy):
     for f in (digits_copy / "4").iterdir():
         f.write_bytes(f.read_bytes()[:40])
-    _one_line_error(cli("search", digits_copy, "-o", digits_copy.parent / "out", *TINY, expect=None),
-                    "'4'", "no examples")
+    _one_line_error(
+        cli("search", digits_copy, "-o", digits_copy.parent / "out", *TINY, expect=None), "'4'", "no examples"
+    )
 
 
 def test_a_folder_of_nothing_but_damage_is_a_clear_error(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)
         (tmp_path / "data" / name / "x.png").write_bytes(b"not an image")
-    _one_line_error(cli("search", tmp_path / "data", "-o", tmp_path / "out", *TINY, expect=None),
-                    "could be decoded")
+    _one_line_error(
+        cli("search", tmp_path / "data", "-o", tmp_path / "out", *TINY, expect=None), "could be decoded"
+    )
 
 
 def test_predict_refuses_a_pickle_unless_trusted(messy, messy_search, tmp_path):
@@ -179,13 +210,27 @@ def test_predict_refuses_a_pickle_unless_trusted(messy, messy_search, tmp_path):
 
 
 # text data: these run on the text task (plugins/autotransfer_text)
-TEXT = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", "--no-rank", "--strategies", "linear-probe",
-        "--quiet"]
+TEXT = [
+    "--n-trials",
+    "1",
+    "--max-epochs",
+    "1",
+    "--no-reference",
+    "--no-rank",
+    "--strategies",
+    "linear-probe",
+    "--quiet",
+]
 
 
 def _texts(n_per_class: int = 6):
-    topics = {"sport": "the team won the match and the league final", "money": "the bank raised rates and shares fell"}
-    return [(f"{text} report number {i}", label) for label, text in topics.items() for i in range(n_per_class)]
+    topics = {
+        "sport": "the team won the match and the league final",
+        "money": "the bank raised rates and shares fell",
+    }
+    return [
+        (f"{text} report number {i}", label) for label, text in topics.items() for i in range(n_per_class)
+    ]
 
 
 def test_a_csv_that_is_not_utf8_is_a_clear_error_or_read(tmp_path):
@@ -198,8 +243,9 @@ def test_a_csv_that_is_not_utf8_is_a_clear_error_or_read(tmp_path):
         assert "utf-8" in error.replace(str(tmp_path), "").lower(), error  # says what is wrong with the file
     else:
         assert result.exit_code == 0, result.output
-        assert read_json(tmp_path / "out" / "best.json")["n_train"] + read_json(tmp_path / "out" / "best.json")[
-            "n_val"] + read_json(tmp_path / "out" / "best.json")["n_test"] == len(_texts())
+        assert read_json(tmp_path / "out" / "best.json")["n_train"] + read_json(
+            tmp_path / "out" / "best.json"
+        )["n_val"] + read_json(tmp_path / "out" / "best.json")["n_test"] == len(_texts())
 
 
 def test_numeric_and_string_labels_mixed_keep_every_row(tmp_path):

@@ -9,9 +9,16 @@ import torch
 from autotransfer import cache
 
 LP = {"strategy": "linear-probe", "linear-probe.lr": 0.03}
-PARTIAL = {"strategy": "partial-finetune", "partial-finetune.lr": 1e-3, "partial-finetune.layer_decay": 1.0,
-           "partial-finetune.head_lr_mult": 10.0, "partial-finetune.warmup": 0.0,
-           "partial-finetune.schedule": "cosine", "partial-finetune.label_smoothing": 0.0, "augment": "off"}
+PARTIAL = {
+    "strategy": "partial-finetune",
+    "partial-finetune.lr": 1e-3,
+    "partial-finetune.layer_decay": 1.0,
+    "partial-finetune.head_lr_mult": 10.0,
+    "partial-finetune.warmup": 0.0,
+    "partial-finetune.schedule": "cosine",
+    "partial-finetune.label_smoothing": 0.0,
+    "augment": "off",
+}
 
 
 def make_search(digits, tmp_path, **overrides):
@@ -47,7 +54,9 @@ def test_hits_and_misses(digits, tmp_path):
     assert cache.activations.misses == 8 and cache.activations.hits == 4  # augmenting never caches
 
 
-@pytest.mark.parametrize("params", [LP, PARTIAL | {"partial-finetune.freeze_depth": 5}], ids=["linear-probe", "partial"])
+@pytest.mark.parametrize(
+    "params", [LP, PARTIAL | {"partial-finetune.freeze_depth": 5}], ids=["linear-probe", "partial"]
+)
 def test_same_results_with_and_without_cache(params, digits, tmp_path):
     cache.activations.clear()
     cached, metric_cached = run(make_search(digits, tmp_path / "a"), params)
@@ -72,15 +81,37 @@ def test_spills_to_disk_past_the_memory_cap(tmp_path):
 def test_rank_orders_backbones_and_seeds_the_first_trials(digits, tmp_path):
     from conftest import cli
 
-    result = cli("rank", digits, "--image-size", "32", "--backbones", "tf_efficientnet_lite0,tf_efficientnet_lite1", "--json")
+    result = cli(
+        "rank",
+        digits,
+        "--image-size",
+        "32",
+        "--backbones",
+        "tf_efficientnet_lite0,tf_efficientnet_lite1",
+        "--json",
+    )
     import json
 
     ranking = json.loads(result.output)
     assert {r["backbone"] for r in ranking} == {"tf_efficientnet_lite0", "tf_efficientnet_lite1"}
     assert ranking[0]["logme"] >= ranking[1]["logme"]
     out = tmp_path / "out"
-    cli("search", digits, "-o", out, "--image-size", "32", "--backbones", "tf_efficientnet_lite0,tf_efficientnet_lite1",
-        "--n-trials", "2", "--max-epochs", "2", "--no-reference", "--quiet")
+    cli(
+        "search",
+        digits,
+        "-o",
+        out,
+        "--image-size",
+        "32",
+        "--backbones",
+        "tf_efficientnet_lite0,tf_efficientnet_lite1",
+        "--n-trials",
+        "2",
+        "--max-epochs",
+        "2",
+        "--no-reference",
+        "--quiet",
+    )
     trials = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials
     assert [t.params["backbone"] for t in trials] == [r["backbone"] for r in ranking]
     assert all(t.params["strategy"] == "linear-probe" for t in trials)

@@ -9,8 +9,14 @@ from __future__ import annotations
 import pytest
 
 from autotransfer.specs import IMAGE, TEXT
-from autotransfer.testing import (TINY_BACKBONE, BackboneConformance, StrategyConformance, TaskConformance,
-                                  TinyBackbonePlugin, registered)
+from autotransfer.testing import (
+    TINY_BACKBONE,
+    BackboneConformance,
+    StrategyConformance,
+    TaskConformance,
+    TinyBackbonePlugin,
+    registered,
+)
 
 BUNDLED = "autotransfer"  # the distribution the bundled plugins come with
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
-
 from conftest import FAST, cli, read_json
 
 
@@ -13,18 +12,32 @@ def build(digits, tmp_path, params):
     from autotransfer.config import SearchConfig
     from autotransfer.engine import Search
 
-    search = Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), backbones=["tf_efficientnet_lite0"],
-                                 image_size=32, quiet=True))
+    search = Search(
+        SearchConfig(
+            data=str(digits),
+            output=str(tmp_path / "o"),
+            backbones=["tf_efficientnet_lite0"],
+            image_size=32,
+            quiet=True,
+        )
+    )
     base = {"backbone": "tf_efficientnet_lite0", "batch_size": 32, "weight_decay": 1e-6, "augment": "off"}
     trainer, _ = search.build_trial(optuna.trial.FixedTrial(base | params))
     return trainer
 
 
 def test_gradual_unfreeze_changes_what_trains_over_epochs(digits, tmp_path):
-    params = {"strategy": "gradual-unfreeze", "gradual-unfreeze.lr": 1e-3, "epochs": 4,
-              "gradual-unfreeze.epochs_per_group": 1, "gradual-unfreeze.layer_decay": 1.0,
-              "gradual-unfreeze.head_lr_mult": 1.0, "gradual-unfreeze.warmup": 0.0,
-              "gradual-unfreeze.schedule": "constant", "gradual-unfreeze.label_smoothing": 0.0}
+    params = {
+        "strategy": "gradual-unfreeze",
+        "gradual-unfreeze.lr": 1e-3,
+        "epochs": 4,
+        "gradual-unfreeze.epochs_per_group": 1,
+        "gradual-unfreeze.layer_decay": 1.0,
+        "gradual-unfreeze.head_lr_mult": 1.0,
+        "gradual-unfreeze.warmup": 0.0,
+        "gradual-unfreeze.schedule": "constant",
+        "gradual-unfreeze.label_smoothing": 0.0,
+    }
     trainer = build(digits, tmp_path, params)
     backbone = trainer.model.backbone
     n = len(backbone.layer_groups)
@@ -52,14 +65,23 @@ def test_gradual_unfreeze_changes_what_trains_over_epochs(digits, tmp_path):
 
 
 def test_layerwise_rates_reach_the_optimiser(digits, tmp_path):
-    params = {"strategy": "full-finetune", "full-finetune.lr": 1e-3, "epochs": 1,
-              "full-finetune.layer_decay": 0.5, "full-finetune.head_lr_mult": 10.0, "full-finetune.warmup": 0.1,
-              "full-finetune.schedule": "cosine", "full-finetune.label_smoothing": 0.1}
+    params = {
+        "strategy": "full-finetune",
+        "full-finetune.lr": 1e-3,
+        "epochs": 1,
+        "full-finetune.layer_decay": 0.5,
+        "full-finetune.head_lr_mult": 10.0,
+        "full-finetune.warmup": 0.1,
+        "full-finetune.schedule": "cosine",
+        "full-finetune.label_smoothing": 0.1,
+    }
     trainer = build(digits, tmp_path, params)
     trainer.fit()
     n = len(trainer.model.backbone.layer_groups)
-    rates = {g["name"] if "name" in g else i: o["initial_lr"]
-             for i, (g, o) in enumerate(zip(trainer.plan.param_groups, trainer.optimizer.param_groups))}
+    rates = {
+        g["name"] if "name" in g else i: o["initial_lr"]
+        for i, (g, o) in enumerate(zip(trainer.plan.param_groups, trainer.optimizer.param_groups))
+    }
     assert rates["head"] == pytest.approx(1e-2)
     for i in range(n):
         assert rates[f"group{i}"] == pytest.approx(1e-3 * 0.5 ** (n - 1 - i))
@@ -71,8 +93,21 @@ def test_five_shot_search_finishes_and_reports(tmp_path):
 
     data = export_digits(str(tmp_path / "five"), per_class=5)
     out = tmp_path / "out"
-    cli("search", data, "-o", out, "--n-trials", "3", "--max-epochs", "2", "--image-size", "32",
-        "--backbones", "tf_efficientnet_lite0", "--quiet")
+    cli(
+        "search",
+        data,
+        "-o",
+        out,
+        "--n-trials",
+        "3",
+        "--max-epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--backbones",
+        "tf_efficientnet_lite0",
+        "--quiet",
+    )
     split = read_json(out / "split.json")
     # 5 per class: 3 train, 1 validation, 1 test
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (30, 10, 10)
@@ -87,7 +122,6 @@ def test_two_shot_classes_split_without_test(tmp_path):
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (3, 3, 0)
 
 
-
 # learning from less data --------------------------------------------------------------------
 def test_shots_shrink_only_the_training_split(digits, tmp_path):
     from autotransfer.config import SearchConfig
@@ -95,8 +129,22 @@ def test_shots_shrink_only_the_training_split(digits, tmp_path):
     from autotransfer.engine import Search
 
     out = tmp_path / "two-shot"
-    cli("search", digits, "-o", out, "--shots", "2", "--n-trials", "1", "--max-epochs", "1",
-        "--strategies", "linear-probe", "--no-reference", *FAST)
+    cli(
+        "search",
+        digits,
+        "-o",
+        out,
+        "--shots",
+        "2",
+        "--n-trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--strategies",
+        "linear-probe",
+        "--no-reference",
+        *FAST,
+    )
     shrunk = read_json(out / "split.json")
     whole = Search(SearchConfig(data=str(digits), backbones=["tf_efficientnet_lite0"]), open_study=False)
     full = split_to_items(whole.dataset, whole.split)
@@ -127,11 +175,14 @@ def test_smaller_training_subsets_are_part_of_larger_ones():
     assert counts == [5, 1, 5, 1]  # classes 1 and 3 have a single training example: they keep it
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--train-fraction", "1.5"], "--train-fraction 1.5: give a fraction in (0, 1]"),
-    (["--shots", "0"], "--shots 0: give at least 1"),
-    (["--shots", "2", "--train-fraction", "0.5"], "--train-fraction and --shots both given"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train-fraction", "1.5"], "--train-fraction 1.5: give a fraction in (0, 1]"),
+        (["--shots", "0"], "--shots 0: give at least 1"),
+        (["--shots", "2", "--train-fraction", "0.5"], "--train-fraction and --shots both given"),
+    ],
+)
 def test_bad_training_sizes_are_one_line_errors(digits, tmp_path, args, message):
     result = cli("search", digits, "-o", tmp_path / "out", *args, *FAST, expect=2)
     assert message in result.output and "Traceback" not in result.output
@@ -148,15 +199,19 @@ def test_a_batch_accumulated_over_micro_batches_trains_the_same(digits, tmp_path
     split.fit()
     for a, b in zip(whole.model.head.parameters(), split.model.head.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert [h["train_loss"] for h in whole.history] == pytest.approx([h["train_loss"] for h in split.history],
-                                                                      rel=1e-4)
+    assert [h["train_loss"] for h in whole.history] == pytest.approx(
+        [h["train_loss"] for h in split.history], rel=1e-4
+    )
 
 
-@pytest.mark.parametrize("fixed_gb, per_example_mb, free_gb, expected", [
-    (1.0, 100, 10.0, 64),    # (0.85*10 - 1) GB / 100 MB = 75 examples -> 64
-    (1.0, 100, 80.0, 512),   # an H100's worth
-    (9.0, 100, 10.0, 1),     # nothing left over: one at a time rather than not at all
-])
+@pytest.mark.parametrize(
+    "fixed_gb, per_example_mb, free_gb, expected",
+    [
+        (1.0, 100, 10.0, 64),  # (0.85*10 - 1) GB / 100 MB = 75 examples -> 64
+        (1.0, 100, 80.0, 512),  # an H100's worth
+        (9.0, 100, 10.0, 1),  # nothing left over: one at a time rather than not at all
+    ],
+)
 def test_largest_batch_that_fits(fixed_gb, per_example_mb, free_gb, expected):
     from autotransfer.train import largest_batch
 

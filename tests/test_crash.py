@@ -11,12 +11,26 @@ import time
 
 import optuna
 import pytest
-
-from autotransfer.config import with_driver
 from conftest import read_json
 
-ARGS = ["--image-size", "32", "--backbones", "tf_efficientnet_lite0", "--strategies", "linear-probe", "--no-cache",
-        "--max-epochs", "2", "--no-reference", "--no-rank", "--heartbeat", "3", "--quiet"]
+from autotransfer.config import with_driver
+
+ARGS = [
+    "--image-size",
+    "32",
+    "--backbones",
+    "tf_efficientnet_lite0",
+    "--strategies",
+    "linear-probe",
+    "--no-cache",
+    "--max-epochs",
+    "2",
+    "--no-reference",
+    "--no-rank",
+    "--heartbeat",
+    "3",
+    "--quiet",
+]
 N_TRIALS = 4
 
 
@@ -27,7 +41,9 @@ def small_digits(tmp_path_factory):
     return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=12)
 
 
-def kill_when(command: list[str], storage: str, name: str, ready, timeout: float = 240) -> list[optuna.trial.FrozenTrial]:
+def kill_when(
+    command: list[str], storage: str, name: str, ready, timeout: float = 240
+) -> list[optuna.trial.FrozenTrial]:
     """Start ``command``, kill -9 it as soon as ``ready(trials)``; the trials at that moment."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     study, deadline = None, time.time() + timeout
@@ -50,25 +66,54 @@ def kill_when(command: list[str], storage: str, name: str, ready, timeout: float
 
 
 def counted(trials) -> int:
-    return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) or
-               (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs) for t in trials)
+    return sum(
+        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs)
+        for t in trials
+    )
 
 
 def snapshot(trials) -> dict:
-    return {t.number: (t.state, t.value, t.params, t.intermediate_values, t.datetime_start, t.datetime_complete)
-            for t in trials if t.state.is_finished()}
+    return {
+        t.number: (t.state, t.value, t.params, t.intermediate_values, t.datetime_start, t.datetime_complete)
+        for t in trials
+        if t.state.is_finished()
+    }
 
 
 @pytest.mark.parametrize("shared_study", ["sqlite", "postgres"], indirect=True)
-def test_kill_9_mid_trial_then_in_the_export_resumes_with_every_trial_intact(small_digits, shared_study, tmp_path):
+def test_kill_9_mid_trial_then_in_the_export_resumes_with_every_trial_intact(
+    small_digits, shared_study, tmp_path
+):
     storage, name = shared_study
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "autotransfer.cli", "search", str(small_digits), "-o", str(out),
-               "--storage", storage, "--study-name", name, "--n-trials", str(N_TRIALS), *ARGS]
+    command = [
+        sys.executable,
+        "-m",
+        "autotransfer.cli",
+        "search",
+        str(small_digits),
+        "-o",
+        str(out),
+        "--storage",
+        storage,
+        "--study-name",
+        name,
+        "--n-trials",
+        str(N_TRIALS),
+        *ARGS,
+    ]
 
     # 1. killed mid-trial, with a trial finished
-    before = kill_when(command, storage, name, lambda trials: counted(trials) >= 1 and any(
-        t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials))
+    before = kill_when(
+        command,
+        storage,
+        name,
+        lambda trials: (
+            counted(trials) >= 1
+            and any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials)
+        ),
+    )
     killed = [t for t in before if t.state == optuna.trial.TrialState.RUNNING]
     assert len(killed) == 1
 

@@ -1,4 +1,5 @@
-"""Bad input gets one clear line; failing trials are recorded and the search goes on; Ctrl-C keeps everything."""
+"""Bad input gets one clear line; failing trials are recorded and the search goes on; Ctrl-C keeps
+everything."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import FAST, cli
 
 TINY = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", *FAST]
@@ -28,20 +27,27 @@ def one_line_error(result, *fragments):
 
 
 def test_missing_data_path(tmp_path):
-    one_line_error(cli("search", tmp_path / "nope", "-o", tmp_path / "o", expect=None), str(tmp_path / "nope"), "no such")
+    one_line_error(
+        cli("search", tmp_path / "nope", "-o", tmp_path / "o", expect=None), str(tmp_path / "nope"), "no such"
+    )
 
 
 def test_no_class_folders(tmp_path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"")
-    one_line_error(cli("search", tmp_path / "flat", "-o", tmp_path / "o", "--task", "image-classification",
-                       expect=None), "no class folders")
+    one_line_error(
+        cli("search", tmp_path / "flat", "-o", tmp_path / "o", "--task", "image-classification", expect=None),
+        "no class folders",
+    )
 
 
 def test_empty_class(digits_copy, tmp_path):
     (digits_copy / "empty").mkdir()
-    one_line_error(cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None),
-                   str(digits_copy / "empty"), "no image files")
+    one_line_error(
+        cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None),
+        str(digits_copy / "empty"),
+        "no image files",
+    )
 
 
 def test_single_class(digits_copy, tmp_path):
@@ -55,7 +61,9 @@ def test_single_class(digits_copy, tmp_path):
 def test_class_with_one_example(digits_copy, tmp_path):
     for f in sorted((digits_copy / "3").iterdir())[1:]:
         f.unlink()
-    one_line_error(cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None), "'3'", "single example")
+    one_line_error(
+        cli("search", digits_copy, "-o", tmp_path / "o", *TINY, expect=None), "'3'", "single example"
+    )
 
 
 def test_corrupt_image_is_named_and_skipped(digits_copy, tmp_path):
@@ -69,8 +77,13 @@ def test_corrupt_image_is_named_and_skipped(digits_copy, tmp_path):
     assert "broken.png" not in split
 
 
-@pytest.mark.parametrize("option,name,kind", [("--backbones", "resnet-nonexistent-xyz", "backbones"),
-                                               ("--strategies", "fine-tune-everything", "strategies")])
+@pytest.mark.parametrize(
+    "option,name,kind",
+    [
+        ("--backbones", "resnet-nonexistent-xyz", "backbones"),
+        ("--strategies", "fine-tune-everything", "strategies"),
+    ],
+)
 def test_unknown_name_lists_the_valid_ones(digits, tmp_path, option, name, kind):
     args = ["search", digits, "-o", tmp_path / "o", "--n-trials", "1", "--image-size", "32"]
     line = one_line_error(cli(*args, option, name, expect=None), name, f"valid {kind}")
@@ -78,7 +91,7 @@ def test_unknown_name_lists_the_valid_ones(digits, tmp_path, option, name, kind)
     assert valid in line
 
 
-PLUGIN = '''
+PLUGIN = """
 from autotransfer import hookimpl
 from autotransfer.specs import StrategySpec
 
@@ -100,17 +113,33 @@ def diverge(model, params, context):
 def register_strategies(register):
     register(StrategySpec(name="explode", description="fails", prepare=explode))
     register(StrategySpec(name="diverge", description="a regulariser that yields NaN", prepare=diverge))
-'''
+"""
 
 
-@pytest.mark.parametrize("strategy,reason", [("explode", "this strategy always fails"),
-                                             ("diverge", "training loss became nan")])
+@pytest.mark.parametrize(
+    "strategy,reason", [("explode", "this strategy always fails"), ("diverge", "training loss became nan")]
+)
 def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path, strategy, reason):
     plugin = tmp_path / "failing_strategies.py"
     plugin.write_text(PLUGIN)
     out = tmp_path / "o"
-    result = cli("--plugin", plugin, "search", digits, "-o", out, "--strategies", strategy, "--n-trials", "2",
-                 "--max-epochs", "1", "--no-reference", *FAST, expect=1)
+    result = cli(
+        "--plugin",
+        plugin,
+        "search",
+        digits,
+        "-o",
+        out,
+        "--strategies",
+        strategy,
+        "--n-trials",
+        "2",
+        "--max-epochs",
+        "1",
+        "--no-reference",
+        *FAST,
+        expect=1,
+    )
     assert "no trial completed" in result.output
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.state) == ["FAIL", "FAIL"]  # the second trial ran after the first failed
@@ -120,8 +149,21 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path, st
 
 def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path):
     out = tmp_path / "o"
-    args = [sys.executable, "-m", "autotransfer.cli", "search", str(digits), "-o", str(out), "--n-trials", "40",
-            "--max-epochs", "3", "--no-pruning", *FAST]
+    args = [
+        sys.executable,
+        "-m",
+        "autotransfer.cli",
+        "search",
+        str(digits),
+        "-o",
+        str(out),
+        "--n-trials",
+        "40",
+        "--max-epochs",
+        "3",
+        "--no-pruning",
+        *FAST,
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.time() + 240
@@ -138,8 +180,11 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
-    before = {t.number: (t.value, t.params) for t in optuna.load_study(study_name="autotransfer", storage=storage).trials
-              if t.state == optuna.trial.TrialState.COMPLETE}
+    before = {
+        t.number: (t.value, t.params)
+        for t in optuna.load_study(study_name="autotransfer", storage=storage).trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
     assert (out / "leaderboard.csv").is_file()
     n = len(optuna.load_study(study_name="autotransfer", storage=storage).trials)
     cli("search", digits, "-o", out, "--n-trials", str(n + 1), "--max-epochs", "3", "--no-pruning", *FAST)
@@ -149,7 +194,7 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     assert after[-1].state == optuna.trial.TrialState.COMPLETE and len(after) > n
 
 
-OOM_PLUGIN = '''
+OOM_PLUGIN = """
 import torch
 from autotransfer import hookimpl
 from autotransfer.specs import StrategySpec
@@ -171,7 +216,7 @@ def needs_small_batches(model, params, context):
 @hookimpl
 def register_strategies(register):
     register(StrategySpec(name="small-batches", description="fits 16 examples", prepare=needs_small_batches))
-'''
+"""
 
 
 @pytest.mark.parametrize("batch,state", [(32, "COMPLETE"), (64, "FAIL")])
@@ -182,9 +227,21 @@ def test_out_of_memory_retries_once_with_half_the_micro_batch(digits, tmp_path, 
     plugin = tmp_path / "oom_strategy.py"
     plugin.write_text(OOM_PLUGIN)
     out = tmp_path / "o"
-    run_search(SearchConfig(data=str(digits), output=str(out), plugins=[str(plugin)], strategies=["small-batches"],
-                            backbones=["tf_efficientnet_lite0"], image_size=32, n_trials=1, max_epochs=1,
-                            batch_sizes=(batch,), reference=False, quiet=True))
+    run_search(
+        SearchConfig(
+            data=str(digits),
+            output=str(out),
+            plugins=[str(plugin)],
+            strategies=["small-batches"],
+            backbones=["tf_efficientnet_lite0"],
+            image_size=32,
+            n_trials=1,
+            max_epochs=1,
+            batch_sizes=(batch,),
+            reference=False,
+            quiet=True,
+        )
+    )
     trial = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials[0]
     assert trial.state.name == state
     assert trial.user_attrs["oom_retry_micro_batch"] == batch // 2

@@ -23,7 +23,11 @@ def heading(hook: str) -> str:
 
 
 def test_every_hookspec_is_known_to_the_host():
-    specs = [name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, "autotransfer_spec")]
+    specs = [
+        name
+        for name, value in vars(hookspecs).items()
+        if callable(value) and hasattr(value, "autotransfer_spec")
+    ]
     assert specs and list(HOOKS) == specs
 
 
@@ -46,8 +50,12 @@ def test_hookspec_has_a_docstring(hook):
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_a_test(hook):
-    tests = {node.name for path in (ROOT / "tests").glob("test_*.py")
-             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
+    tests = {
+        node.name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef)
+    }
     assert f"test_hook_{hook}" in tests
 
 
@@ -64,4 +72,6 @@ def test_the_tutorial_quotes_the_example_plugin_verbatim():
     quoted = [b for b in blocks if "@hookimpl" in b or b.startswith("def ")]
     assert len(quoted) >= 4
     for block in quoted:
-        assert block.strip() in source, f"docs/plugins.md quotes code the example plugin does not have:\n{block}"
+        assert block.strip() in source, (
+            f"docs/plugins.md quotes code the example plugin does not have:\n{block}"
+        )

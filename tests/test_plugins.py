@@ -11,16 +11,26 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import cli, read_json
 
 from autotransfer import hookimpl
 from autotransfer.errors import PluginError, UserError
 from autotransfer.plugins import ALLOW_ENV, BLOCK_ENV, ENTRY_POINT_GROUP, get_host, reset_host
 from autotransfer.specs import IMAGE, BackboneSpec, StrategySpec, TaskSpec
-from autotransfer.testing import autotransfer_plugin  # noqa: F401 (the fixture, as a plugin author imports it)
-from autotransfer.testing import (TINY_BACKBONE, TINY_PREPROCESSING, BackboneConformance, StrategyConformance,
-                                  TaskConformance, TinyBackbonePlugin, assert_trial_completed, build_tiny_backbone,
-                                  register_plugin, single_threaded, tiny_search)
-from conftest import cli, read_json
+from autotransfer.testing import (
+    TINY_BACKBONE,
+    TINY_PREPROCESSING,
+    BackboneConformance,
+    StrategyConformance,
+    TaskConformance,
+    TinyBackbonePlugin,
+    assert_trial_completed,
+    autotransfer_plugin,  # noqa: F401 (the fixture, as a plugin author imports it)
+    build_tiny_backbone,
+    register_plugin,
+    single_threaded,
+    tiny_search,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +63,9 @@ def fake_entry_points(monkeypatch, tmp_path, **modules: str) -> None:
         monkeypatch.delitem(sys.modules, f"fake_{name}", raising=False)  # another test's fake of that name
         fakes.append(metadata.EntryPoint(name=name, value=f"fake_{name}", group=ENTRY_POINT_GROUP))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda group: installed + fakes if group == ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        metadata, "entry_points", lambda group: installed + fakes if group == ENTRY_POINT_GROUP else []
+    )
 
 
 TINY_STRATEGY = """
@@ -70,7 +81,8 @@ def prepare(model, params, context):
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(name="top-group", description="train the last layer group and the head", prepare=prepare))
+    register(StrategySpec(name="top-group", description="train the last layer group and the head",
+                          prepare=prepare))
 """
 
 
@@ -78,8 +90,13 @@ def register_strategies(register):
 def test_entry_points_are_discovered_without_installing(monkeypatch, tmp_path):
     fake_entry_points(monkeypatch, tmp_path, topgroup=TINY_STRATEGY)
     described = {p["name"]: p for p in json.loads(cli("plugins").output)}
-    assert described["topgroup"] == {"name": "topgroup", "version": "unknown", "source": "fake_topgroup",
-                                     "hooks": ["register_strategies"], "strategies": ["top-group"]}
+    assert described["topgroup"] == {
+        "name": "topgroup",
+        "version": "unknown",
+        "source": "fake_topgroup",
+        "hooks": ["register_strategies"],
+        "strategies": ["top-group"],
+    }
     assert described["strategies"]["source"] == "autotransfer"  # bundled plugins come the same way
     assert get_host().registry.owner[("strategies", "top-group")] == "topgroup"
 
@@ -107,11 +124,16 @@ def test_a_blocked_name_is_not_loaded_from_a_local_file_either(monkeypatch, tmp_
     monkeypatch.setenv(BLOCK_ENV, "strategies")
     plugin = write_module(tmp_path, "strategies", TINY_STRATEGY)
     output = cli("--plugin", plugin, "strategies", expect=2).output
-    assert output.startswith(f"error: plugin 'strategies' is blocked or not allowed by {BLOCK_ENV}/{ALLOW_ENV}")
+    assert output.startswith(
+        f"error: plugin 'strategies' is blocked or not allowed by {BLOCK_ENV}/{ALLOW_ENV}"
+    )
 
 
 def test_local_plugin_from_a_file_is_used_by_a_search(tmp_path, small_digits):
-    plugin = write_module(tmp_path, "local_tiny", """
+    plugin = write_module(
+        tmp_path,
+        "local_tiny",
+        """
         from autotransfer import hookimpl
         from autotransfer.specs import BackboneSpec
         from autotransfer.testing import TINY_PREPROCESSING, build_tiny_backbone
@@ -121,16 +143,36 @@ def test_local_plugin_from_a_file_is_used_by_a_search(tmp_path, small_digits):
 
         @hookimpl
         def register_backbones(register):
-            register(BackboneSpec(name="local-tiny", modality="image", build=build_tiny_backbone, feature_dim=16,
-                                  description="a tiny CNN from a local file", preprocessing=TINY_PREPROCESSING))
-    """)
+            register(BackboneSpec(name="local-tiny", modality="image", build=build_tiny_backbone,
+                                  feature_dim=16, description="a tiny CNN from a local file",
+                                  preprocessing=TINY_PREPROCESSING))
+    """,
+    )
     described = {p["name"]: p for p in json.loads(cli("--plugin", plugin, "plugins").output)}
     assert described["local_tiny"]["version"] == "1.2"
     assert described["local_tiny"]["source"] == str(plugin.resolve())
     assert "local-tiny" in cli("--plugin", plugin, "backbones", "local-*").output
     out = tmp_path / "out"
-    cli("--plugin", plugin, "search", small_digits, "-o", out, "--backbones", "local-tiny", "--strategies",
-        "linear-probe", "--n-trials", "1", "--max-epochs", "1", "--image-size", "16", "--no-reference", "-q")
+    cli(
+        "--plugin",
+        plugin,
+        "search",
+        small_digits,
+        "-o",
+        out,
+        "--backbones",
+        "local-tiny",
+        "--strategies",
+        "linear-probe",
+        "--n-trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--no-reference",
+        "-q",
+    )
     assert read_json(out / "best.json")["backbone"] == "local-tiny"
 
 
@@ -138,8 +180,13 @@ def test_local_plugin_by_module_name(monkeypatch, tmp_path):
     write_module(tmp_path, "my_strategies", TINY_STRATEGY)
     monkeypatch.syspath_prepend(str(tmp_path))
     rows = json.loads(cli("--plugin", "my_strategies", "strategies", "top-*", "--json").output)
-    assert rows == [{"name": "top-group", "plugin": "my_strategies",
-                     "description": "train the last layer group and the head"}]
+    assert rows == [
+        {
+            "name": "top-group",
+            "plugin": "my_strategies",
+            "description": "train the last layer group and the head",
+        }
+    ]
 
 
 def test_a_local_file_does_not_shadow_an_installed_module(tmp_path):
@@ -159,12 +206,18 @@ def test_register_plugin_for_one_block_only():
 
 # listings --------------------------------------------------------------------------------------------
 def test_listings_filter_by_glob():
-    assert [line.split()[0] for line in cli("strategies", "*finetune").output.splitlines()] == \
-        ["full-finetune", "partial-finetune"]
+    assert [line.split()[0] for line in cli("strategies", "*finetune").output.splitlines()] == [
+        "full-finetune",
+        "partial-finetune",
+    ]
     names = [row["name"] for row in json.loads(cli("strategies", "*finetune", "--json").output)]
     assert names == ["full-finetune", "partial-finetune"]
     backbones = json.loads(cli("backbones", "tf_*", "--json").output)
-    assert [b["name"] for b in backbones] == ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+    assert [b["name"] for b in backbones] == [
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite1",
+        "tf_efficientnet_lite2",
+    ]
     assert all(b["plugin"] == "timm" and b["modality"] == IMAGE for b in backbones)
     assert json.loads(cli("tasks", "image-*", "--json").output)[0]["name"] == "image-classification"
     assert cli("backbones", "no-such-*").output == ""
@@ -182,66 +235,95 @@ def test_plugins_lists_every_plugin_with_what_it_registered():
 
 # errors name the plugin -----------------------------------------------------------------------------------
 BROKEN = {
-    "import": ("import no_such_module_anywhere\n",
-               "plugin 'broken' (fake_broken) failed to import: ModuleNotFoundError: No module named "
-               "'no_such_module_anywhere'"),
-    "raises": ("""
+    "import": (
+        "import no_such_module_anywhere\n",
+        "plugin 'broken' (fake_broken) failed to import: ModuleNotFoundError: No module named "
+        "'no_such_module_anywhere'",
+    ),
+    "raises": (
+        """
         from autotransfer import hookimpl
 
         @hookimpl
         def register_backbones(register):
             raise RuntimeError("weights index unreachable")
-        """, "plugin 'broken' raised in register_backbones: RuntimeError: weights index unreachable"),
-    "wrong type": ("""
+        """,
+        "plugin 'broken' raised in register_backbones: RuntimeError: weights index unreachable",
+    ),
+    "wrong type": (
+        """
         from autotransfer import hookimpl
 
         @hookimpl
         def register_strategies(register):
             register({"name": "dict-strategy"})
-        """, "plugin 'broken' registered dict as one of its strategies; register an autotransfer.specs.StrategySpec"),
-    "wrong kind": ("""
+        """,
+        "plugin 'broken' registered dict as one of its strategies; register an "
+        "autotransfer.specs.StrategySpec",
+    ),
+    "wrong kind": (
+        """
         from autotransfer import hookimpl
         from autotransfer.specs import StrategySpec
 
         @hookimpl
         def register_tasks(register):
             register(StrategySpec(name="s", description="s", prepare=print))
-        """, "plugin 'broken' registered StrategySpec as one of its tasks; register an autotransfer.specs.TaskSpec"),
-    "duplicate": ("""
+        """,
+        "plugin 'broken' registered StrategySpec as one of its tasks; register an "
+        "autotransfer.specs.TaskSpec",
+    ),
+    "duplicate": (
+        """
         from autotransfer import hookimpl
         from autotransfer.specs import StrategySpec
 
         @hookimpl
         def register_strategies(register):
             register(StrategySpec(name="linear-probe", description="mine", prepare=print))
-        """, "strategy name 'linear-probe' is registered by both plugin 'strategies' and plugin 'broken'"),
-    "duplicate alias": ("""
+        """,
+        "strategy name 'linear-probe' is registered by both plugin 'strategies' and plugin 'broken'",
+    ),
+    "duplicate alias": (
+        """
         from autotransfer import hookimpl
         from autotransfer.specs import BackboneSpec
 
         @hookimpl
         def register_backbones(register):
-            register(BackboneSpec(name="my-lite", modality="image", build=print, feature_dim=1, aliases=("efficientnet_lite0",)))
-        """, "backbone name 'efficientnet_lite0' is registered by both plugin 'timm' and plugin 'broken'"),
-    "misspelled hook": ("""
+            register(BackboneSpec(name="my-lite", modality="image", build=print, feature_dim=1,
+                                  aliases=("efficientnet_lite0",)))
+        """,
+        "backbone name 'efficientnet_lite0' is registered by both plugin 'timm' and plugin 'broken'",
+    ),
+    "misspelled hook": (
+        """
         from autotransfer import hookimpl
 
         @hookimpl
         def register_backbone(register):
             pass
-        """, "plugin 'broken' implements unknown hook 'register_backbone'; did you mean 'register_backbones'?"),
-    "unmarked hook": ("""
+        """,
+        "plugin 'broken' implements unknown hook 'register_backbone'; did you mean 'register_backbones'?",
+    ),
+    "unmarked hook": (
+        """
         def register_tasks(register):
             pass
-        """, "plugin 'broken' defines register_tasks without @hookimpl"),
-    "wrong arguments": ("""
+        """,
+        "plugin 'broken' defines register_tasks without @hookimpl",
+    ),
+    "wrong arguments": (
+        """
         from autotransfer import hookimpl
 
         @hookimpl
         def register_tasks(registry):
             pass
-        """, "plugin 'broken' for hook 'register_tasks' hookimpl definition: register_tasks(registry) "
-             "Argument(s) {'registry'} are declared in the hookimpl but can not be found in the hookspec"),
+        """,
+        "plugin 'broken' for hook 'register_tasks' hookimpl definition: register_tasks(registry) "
+        "Argument(s) {'registry'} are declared in the hookimpl but can not be found in the hookspec",
+    ),
 }
 
 
@@ -250,7 +332,7 @@ def test_a_broken_installed_plugin_is_named_in_one_line(monkeypatch, tmp_path, c
     source, message = BROKEN[case]
     fake_entry_points(monkeypatch, tmp_path, broken=source)
     with pytest.raises(PluginError) as error:
-        get_host().registry
+        _ = get_host().registry
     assert message in str(error.value)
     reset_host()
     output = cli("backbones", expect=2).output  # as a user sees it: one line, no traceback
@@ -262,8 +344,12 @@ def test_a_broken_local_plugin_is_named(tmp_path):
     output = cli("--plugin", plugin, "strategies", expect=2).output
     assert output.startswith("error: plugin 'half_written'") and "failed to import: SyntaxError" in output
     assert cli("--plugin", tmp_path / "absent.py", "strategies", expect=2).output.startswith(
-        f"error: --plugin {tmp_path / 'absent.py'}: no such file")
-    assert "failed to import: ModuleNotFoundError" in cli("--plugin", "no_such_plugin_module", "tasks", expect=2).output
+        f"error: --plugin {tmp_path / 'absent.py'}: no such file"
+    )
+    assert (
+        "failed to import: ModuleNotFoundError"
+        in cli("--plugin", "no_such_plugin_module", "tasks", expect=2).output
+    )
 
 
 def test_two_plugins_under_one_name_are_refused(autotransfer_plugin):
@@ -277,15 +363,25 @@ def test_hook_register_backbones(autotransfer_plugin):
     class Plugin:
         @hookimpl
         def register_backbones(self, register):
-            register(BackboneSpec(name="hooked-tiny", modality=IMAGE, build=build_tiny_backbone, feature_dim=16,
-                                  aliases=("ht",), preprocessing=TINY_PREPROCESSING))
+            register(
+                BackboneSpec(
+                    name="hooked-tiny",
+                    modality=IMAGE,
+                    build=build_tiny_backbone,
+                    feature_dim=16,
+                    aliases=("ht",),
+                    preprocessing=TINY_PREPROCESSING,
+                )
+            )
 
     autotransfer_plugin(Plugin(), name="hooked")
     host = get_host()
     assert host.backbone("ht") is host.backbone("hooked-tiny")
     assert host.backbone("ht").build(pretrained=True).feature_dim == 16
     rows = json.loads(cli("backbones", "hooked-*", "--json").output)
-    assert [(r["name"], r["plugin"], r["default"], r["available"]) for r in rows] == [("hooked-tiny", "hooked", False, True)]
+    assert [(r["name"], r["plugin"], r["default"], r["available"]) for r in rows] == [
+        ("hooked-tiny", "hooked", False, True)
+    ]
 
 
 def test_hook_register_strategies(autotransfer_plugin, small_digits, tmp_path):
@@ -294,10 +390,16 @@ def test_hook_register_strategies(autotransfer_plugin, small_digits, tmp_path):
     class Plugin:
         @hookimpl
         def register_strategies(self, register):
-            register(StrategySpec(
-                name="top-group", description="train the last layer group and the head",
-                prepare=lambda model, params, context: fine_tune_plan(model, context.n_groups - params["keep"], {}),
-                suggest=lambda trial, context: {"keep": trial.suggest_int("top-group.keep", 1, 1)}))
+            register(
+                StrategySpec(
+                    name="top-group",
+                    description="train the last layer group and the head",
+                    prepare=lambda model, params, context: fine_tune_plan(
+                        model, context.n_groups - params["keep"], {}
+                    ),
+                    suggest=lambda trial, context: {"keep": trial.suggest_int("top-group.keep", 1, 1)},
+                )
+            )
 
     autotransfer_plugin(TinyBackbonePlugin())
     autotransfer_plugin(Plugin(), name="hooked")
@@ -322,8 +424,15 @@ def test_hook_register_tasks(autotransfer_plugin, small_digits, tmp_path):
     class Plugin:
         @hookimpl
         def register_tasks(self, register):
-            register(TaskSpec(name="class-list", modality=IMAGE, description="digit classes listed in a .classes file",
-                              detect=lambda path: path.endswith(".classes"), load=load))
+            register(
+                TaskSpec(
+                    name="class-list",
+                    modality=IMAGE,
+                    description="digit classes listed in a .classes file",
+                    detect=lambda path: path.endswith(".classes"),
+                    load=load,
+                )
+            )
 
     autotransfer_plugin(TinyBackbonePlugin())
     autotransfer_plugin(Plugin(), name="hooked")
@@ -351,7 +460,9 @@ def test_hook_resolve_backbone(autotransfer_plugin):
     host = get_host()
     assert host.backbone("tiny@anything").feature_dim == 99
     assert host.backbone("tf_efficientnet_lite0").name == "tf_efficientnet_lite0"  # registered names first
-    with pytest.raises(UserError, match="unknown backbone 'nothing-resolves-this'; valid backbones: .*tf_efficientnet_lite0"):
+    with pytest.raises(
+        UserError, match="unknown backbone 'nothing-resolves-this'; valid backbones: .*tf_efficientnet_lite0"
+    ):
         host.backbone("nothing-resolves-this")
 
     class Broken:
@@ -386,14 +497,38 @@ def test_example_plugin_is_installed_and_a_search_uses_it(tmp_path):
         pytest.fail("the example plugin is not installed: pip install -e plugins/autotransfer-example")
     assert [ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP] == ["autotransfer_example"]
     example = {p["name"]: p for p in json.loads(cli("plugins").output)}["example"]
-    assert example == {"name": "example", "version": "0.1.0", "source": "autotransfer-example",
-                       "hooks": ["register_backbones", "register_strategies", "register_tasks"],
-                       "backbones": ["lite0-gem"], "strategies": ["l2-sp"], "tasks": ["image-csv"]}
+    assert example == {
+        "name": "example",
+        "version": "0.1.0",
+        "source": "autotransfer-example",
+        "hooks": ["register_backbones", "register_strategies", "register_tasks"],
+        "backbones": ["lite0-gem"],
+        "strategies": ["l2-sp"],
+        "tasks": ["image-csv"],
+    }
 
     table = write_image_csv(tmp_path)
     out = tmp_path / "out"
-    cli("search", table, "-o", out, "--backbones", "lite0-gem", "--strategies", "l2-sp", "--n-trials", "1",
-        "--max-epochs", "1", "--image-size", "32", "--no-reference", "--device", "cpu", "-q")
+    cli(
+        "search",
+        table,
+        "-o",
+        out,
+        "--backbones",
+        "lite0-gem",
+        "--strategies",
+        "l2-sp",
+        "--n-trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--no-reference",
+        "--device",
+        "cpu",
+        "-q",
+    )
     best = read_json(out / "best.json")
     assert (best["backbone"], best["strategy"]) == ("lite0-gem", "l2-sp")
     assert 1e-4 <= best["params"]["l2-sp.alpha"] <= 1e-1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -15,11 +14,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import cli, read_json
 from PIL import Image
 
 from autotransfer.benchmark import ranks, summarise
 from autotransfer.report import SECTIONS, parameter_importances
-from conftest import cli, read_json
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
 METHODS = ["autotransfer", "default-recipe", "linear-probe", "random-search", "top-ranked"]
@@ -30,9 +29,9 @@ datasets:
   - {{demo: digits, per_class: 10}}
 seeds: [0]
 budget: {{n_trials: 4}}
-methods: [{', '.join(METHODS)}]
+methods: [{", ".join(METHODS)}]
 recipe_epochs: 1
-search: {{image_size: 32, max_epochs: 2, backbones: [{', '.join(BACKBONES)}], strategies: [linear-probe]}}
+search: {{image_size: 32, max_epochs: 2, backbones: [{", ".join(BACKBONES)}], strategies: [linear-probe]}}
 """
 
 
@@ -130,7 +129,9 @@ def test_benchmark_runs_every_method_under_the_same_budget(bench):
 def test_benchmark_summary_tables_agree_with_the_runs(bench):
     runs = pd.read_csv(bench / "runs.csv")
     per_dataset = pd.read_csv(bench / "per_dataset.csv")
-    assert sorted(per_dataset["rank"]) == sorted(ranks(dict(zip(runs["method"], runs["test_metric"]))).values())
+    assert sorted(per_dataset["rank"]) == sorted(
+        ranks(dict(zip(runs["method"], runs["test_metric"]))).values()
+    )
     best = runs.loc[runs["test_metric"].idxmax(), "method"]
     assert per_dataset.set_index("method").loc[best, "rank"] <= 1.5
     wtl = pd.read_csv(bench / "wins_ties_losses.csv").set_index("against")
@@ -183,14 +184,25 @@ def test_data_efficiency_curves(tmp_path):
     cli("benchmark", tmp_path / "curves.yaml", "-o", out, "--device", "cpu")
     points = pd.read_csv(out / "data_efficiency.csv")
     assert list(zip(points["size"], points["method"])) == [
-        (size, method) for size in ("1-shot", "3-shot") for method in ("autotransfer", "linear-probe", "scratch")]
+        (size, method)
+        for size in ("1-shot", "3-shot")
+        for method in ("autotransfer", "linear-probe", "scratch")
+    ]
     assert dict(zip(points["size"], points["n_train"])) == {"1-shot": 10, "3-shot": 30}
     assert points["test_mean"].between(0, 1).all()
-    splits = [read_json(path) for path in sorted((out / "runs" / DATASET).glob("train-*/*/seed-0/split.json"))]
+    splits = [
+        read_json(path) for path in sorted((out / "runs" / DATASET).glob("train-*/*/seed-0/split.json"))
+    ]
     assert len(splits) == 6
     assert all(s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] for s in splits)
-    one, three = (set(read_json(out / "runs" / DATASET / f"train-{k}-shot" / "scratch" / "seed-0" / "split.json")
-                      ["train"]) for k in (1, 3))
+    one, three = (
+        set(
+            read_json(out / "runs" / DATASET / f"train-{k}-shot" / "scratch" / "seed-0" / "split.json")[
+                "train"
+            ]
+        )
+        for k in (1, 3)
+    )
     assert one < three
     scratch = trials_of(out / "runs" / DATASET / "train-3-shot" / "scratch" / "seed-0")
     assert {t.params["strategy"] for t in scratch} == {"scratch"}
@@ -207,16 +219,19 @@ def test_data_efficiency_curves(tmp_path):
     assert f"## Data efficiency: {DATASET}" in markdown and "| 3-shot | 30 |" in markdown
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"methods": ["autotransfer", "grid-search"]}, "unknown method 'grid-search'; valid: autotransfer,"),
-    ({"search": {"n_trials": 3}}, "search: n_trials cannot be set here"),
-    ({"datasets": [{"demo": "cifar"}]}, "unknown demo 'cifar'"),
-    ({"colour": "blue"}, "unknown keys colour"),
-    ({"budget": {}}, "budget takes n_trials and/or timeout"),
-    ({"data_efficiency": {"fractions": [0, 0.5]}}, "data_efficiency: fraction 0 is not in (0, 1]"),
-    ({"data_efficiency": {"fractions": [0.5], "shots": [1]}}, "data_efficiency takes fractions"),
-    ({"data_efficiency": {"shots": [5], "methods": ["scratch", "bagging"]}}, "unknown method 'bagging'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"methods": ["autotransfer", "grid-search"]}, "unknown method 'grid-search'; valid: autotransfer,"),
+        ({"search": {"n_trials": 3}}, "search: n_trials cannot be set here"),
+        ({"datasets": [{"demo": "cifar"}]}, "unknown demo 'cifar'"),
+        ({"colour": "blue"}, "unknown keys colour"),
+        ({"budget": {}}, "budget takes n_trials and/or timeout"),
+        ({"data_efficiency": {"fractions": [0, 0.5]}}, "data_efficiency: fraction 0 is not in (0, 1]"),
+        ({"data_efficiency": {"fractions": [0.5], "shots": [1]}}, "data_efficiency takes fractions"),
+        ({"data_efficiency": {"shots": [5], "methods": ["scratch", "bagging"]}}, "unknown method 'bagging'"),
+    ],
+)
 def test_bad_suites_are_one_line_errors(tmp_path, edit, message):
     import yaml
 
@@ -229,20 +244,26 @@ def test_bad_suites_are_one_line_errors(tmp_path, edit, message):
 
 def test_ranks_share_ties_and_put_missing_results_last():
     assert ranks({"a": 0.9, "b": 0.8, "c": 0.8, "d": float("-inf")}) == {"a": 1, "b": 2.5, "c": 2.5, "d": 4}
-    records = [{"dataset": d, "seed": 0, "method": m, "test_metric": v, "val_metric": v, "seconds": 1.0, "trials": 1}
-               for d, scores in {"x": {"a": 0.9, "b": 0.5, "c": None}, "y": {"a": 0.6, "b": 0.61, "c": 0.2}}.items()
-               for m, v in scores.items()]
+    records = [
+        {"dataset": d, "seed": 0, "method": m, "test_metric": v, "val_metric": v, "seconds": 1.0, "trials": 1}
+        for d, scores in {"x": {"a": 0.9, "b": 0.5, "c": None}, "y": {"a": 0.6, "b": 0.61, "c": 0.2}}.items()
+        for m, v in scores.items()
+    ]
     summary = summarise(records, ["a", "b", "c"], "a", tie_tolerance=0.02)
     assert {r["method"]: r["mean_rank"] for r in summary["mean_rank"]} == {"a": 1.5, "b": 1.5, "c": 3.0}
-    assert {r["against"]: (r["wins"], r["ties"], r["losses"]) for r in summary["wins_ties_losses"]} == \
-        {"b": (1, 1, 0), "c": (2, 0, 0)}
+    assert {r["against"]: (r["wins"], r["ties"], r["losses"]) for r in summary["wins_ties_losses"]} == {
+        "b": (1, 1, 0),
+        "c": (2, 0, 0),
+    }
 
 
 # the report of one search ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def searched(bench, tmp_path_factory) -> Path:
     """The benchmark's shipped search, copied: a real search output folder."""
-    folder = Path(shutil.copytree(run_dir(bench, "autotransfer"), tmp_path_factory.mktemp("report") / "search"))
+    folder = Path(
+        shutil.copytree(run_dir(bench, "autotransfer"), tmp_path_factory.mktemp("report") / "search")
+    )
     result = cli("report", folder)
     assert result.output.split() == [str(folder / "report.html"), str(folder / "report.md")]
     return folder
@@ -261,7 +282,10 @@ def test_report_holds_every_section_with_the_search_numbers(searched):
         assert row["state"] in board and (pd.isna(row["value"]) or f"{row['value']:.4f}" in board)
     for _, row in leaderboard[leaderboard["state"].isin(["PRUNED", "FAIL"])].iterrows():
         assert row["fail_reason"] in page.sections["pruned-failed"]
-    assert "LogME" in page.sections["environment"] and best["environment"]["torch"] in page.sections["environment"]
+    assert (
+        "LogME" in page.sections["environment"]
+        and best["environment"]["torch"] in page.sections["environment"]
+    )
     # a plot wherever there is something to plot; importances exactly when the guard allows them
     plotted = {section for section, _ in page.images}
     assert {"history", "by-backbone", "by-strategy"} <= plotted
@@ -269,7 +293,13 @@ def test_report_holds_every_section_with_the_search_numbers(searched):
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and not t.user_attrs.get("reference")]
     assert ("importance" in plotted) == (len(complete) >= 2)
     markdown = (searched / "report.md").read_text()
-    for title in ("Best configuration", "Did transfer help?", "Leaderboard", "Pruned and failed trials", "Environment"):
+    for title in (
+        "Best configuration",
+        "Did transfer help?",
+        "Leaderboard",
+        "Pruned and failed trials",
+        "Environment",
+    ):
         assert f"## {title}" in markdown
     assert best["verdict"][1:] in markdown
 
@@ -292,10 +322,14 @@ def test_report_lists_failed_trials_with_their_reasons(searched, tmp_path):
 
 def test_importances_need_two_complete_trials_that_vary():
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: -(t.suggest_float("x", -2, 2) ** 2) + 0 * t.suggest_int("epochs", 1, 3), n_trials=1)
+    study.optimize(
+        lambda t: -(t.suggest_float("x", -2, 2) ** 2) + 0 * t.suggest_int("epochs", 1, 3), n_trials=1
+    )
     values, note = parameter_importances(study)
     assert values is None and "at least 2 completed trials" in note and "has 1" in note
-    study.optimize(lambda t: -(t.suggest_float("x", -2, 2) ** 2) + 0 * t.suggest_int("epochs", 1, 3), n_trials=12)
+    study.optimize(
+        lambda t: -(t.suggest_float("x", -2, 2) ** 2) + 0 * t.suggest_int("epochs", 1, 3), n_trials=12
+    )
     values, note = parameter_importances(study)
     assert set(values) == {"x", "epochs"} and values["x"] > values["epochs"]
 
@@ -316,10 +350,26 @@ def chromium() -> str:
 def open_in_chromium(page: Path, tmp_path: Path, *extra: str) -> tuple[str, list[str]]:
     """Load ``page`` headless; returns the DOM after its scripts ran and every console line."""
     run = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", *extra, page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            *extra,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
     return run.stdout, console
@@ -330,7 +380,9 @@ def test_chromium_catches_a_broken_image(tmp_path):
     from autotransfer.page import Section, render
 
     broken = tmp_path / "broken.html"
-    broken.write_text(render("broken", "test", [Section("s", "S", '<img src="data:image/png;base64,AAAA" alt="x">')]))
+    broken.write_text(
+        render("broken", "test", [Section("s", "S", '<img src="data:image/png;base64,AAAA" alt="x">')])
+    )
     dom, console = open_in_chromium(broken, tmp_path, "--dump-dom")
     assert any("failed to load" in line for line in console), console
     assert 'data-images-loaded="0"' in dom
@@ -355,9 +407,14 @@ def test_report_of_an_unfinished_search_with_negative_transfer(searched, tmp_pat
     folder = Path(shutil.copytree(searched, tmp_path / "search"))
     (folder / "best.json").unlink()
     study = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{folder / 'study.db'}")
-    study.add_trial(optuna.trial.create_trial(
-        params={"scratch.lr": 1e-3}, distributions={"scratch.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)},
-        value=0.99, user_attrs={"reference": "scratch", "backbone": BACKBONES[0], "strategy": "scratch"}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"scratch.lr": 1e-3},
+            distributions={"scratch.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)},
+            value=0.99,
+            user_attrs={"reference": "scratch", "backbone": BACKBONES[0], "strategy": "scratch"},
+        )
+    )
     cli("report", folder)
     page = Page((folder / "report.html").read_text())
     assert "has not finished" in page.sections["best"] and "0.9900" in page.sections["best"]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import json
-
 import optuna
 import pandas as pd
-
 from conftest import FAST, cli, read_json
 
 
 def test_search_writes_every_output(digits_search):
     out = digits_search
-    for name in ("study.db", "leaderboard.csv", "best.json", "split.json", "model/model.safetensors", "model/config.json"):
+    for name in (
+        "study.db",
+        "leaderboard.csv",
+        "best.json",
+        "split.json",
+        "model/model.safetensors",
+        "model/config.json",
+    ):
         assert (out / name).is_file(), name
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 6
@@ -35,7 +38,11 @@ def test_search_writes_every_output(digits_search):
 def test_split_is_stratified_and_disjoint(digits_search):
     split = read_json(digits_search / "split.json")
     sets = {name: set(items) for name, items in split.items()}
-    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["val"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["val"] & sets["test"])
+    )
     assert sum(len(s) for s in sets.values()) == 300
     for name in ("val", "test"):
         classes = {item.split("/")[0] for item in split[name]}
@@ -65,7 +72,12 @@ def test_resume_adds_trials_without_repeating(digits, tmp_path):
     after = optuna.load_study(study_name="autotransfer", storage=storage).trials
     assert [t.number for t in after] == [0, 1, 2, 3, 4]
     for old, new in zip(first, after[:3]):
-        assert (old.state, old.value, old.params, old.datetime_start) == (new.state, new.value, new.params, new.datetime_start)
+        assert (old.state, old.value, old.params, old.datetime_start) == (
+            new.state,
+            new.value,
+            new.params,
+            new.datetime_start,
+        )
     # the same command again has nothing left to do and keeps everything
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", *FAST)
     assert len(optuna.load_study(study_name="autotransfer", storage=storage).trials) == 5
@@ -92,8 +104,24 @@ def test_timm_backbone_from_a_local_weights_file(digits, tmp_path):
     save_file({k: v.contiguous() for k, v in lite_state_dict("tf_efficientnet_lite0").items()}, str(weights))
     name = f"tf_efficientnet_lite0@{weights}"
     out = tmp_path / "out"
-    cli("search", digits, "-o", out, "--backbones", name, "--strategies", "linear-probe", "--n-trials", "1",
-        "--max-epochs", "3", "--image-size", "64", "--no-reference", "--quiet")
+    cli(
+        "search",
+        digits,
+        "-o",
+        out,
+        "--backbones",
+        name,
+        "--strategies",
+        "linear-probe",
+        "--n-trials",
+        "1",
+        "--max-epochs",
+        "3",
+        "--image-size",
+        "64",
+        "--no-reference",
+        "--quiet",
+    )
     best = read_json(out / "best.json")
     assert best["backbone"] == name and best["test_metric"] > 0.5  # pretrained features, not random ones
     weights.unlink()  # the exported model carries its own weights

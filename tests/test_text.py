@@ -12,7 +12,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
 from conftest import cli, read_json
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -32,17 +31,32 @@ def bbc(tmp_path_factory) -> Path:
 def bbc_search(bbc, tmp_path_factory) -> Path:
     """One search over four strategies, one trial each, pinned by enqueueing so each surely runs."""
     from autotransfer.config import SearchConfig
-    from autotransfer.plugins import reset_host
     from autotransfer.engine import Search
+    from autotransfer.plugins import reset_host
 
     out = tmp_path_factory.mktemp("search") / "out"
-    config = SearchConfig(data=str(bbc), output=str(out), n_trials=4, max_epochs=2, backbones=["all-MiniLM-L6-v2"],
-                          strategies=["linear-probe", "lora", "bitfit", "partial-finetune"],
-                          max_length=24, device="cpu", reference=False, rank=False, pruning=False, quiet=True)
+    config = SearchConfig(
+        data=str(bbc),
+        output=str(out),
+        n_trials=4,
+        max_epochs=2,
+        backbones=["all-MiniLM-L6-v2"],
+        strategies=["linear-probe", "lora", "bitfit", "partial-finetune"],
+        max_length=24,
+        device="cpu",
+        reference=False,
+        rank=False,
+        pruning=False,
+        quiet=True,
+    )
     search = Search(config)
-    search.study.enqueue_trial({"strategy": "linear-probe", "linear-probe.lr": 0.03, "epochs": 2, "batch_size": 16})
+    search.study.enqueue_trial(
+        {"strategy": "linear-probe", "linear-probe.lr": 0.03, "epochs": 2, "batch_size": 16}
+    )
     for strategy in ("lora", "bitfit", "partial-finetune"):
-        search.study.enqueue_trial({"strategy": strategy, f"{strategy}.lr": 1e-3, "epochs": 1, "batch_size": 16})
+        search.study.enqueue_trial(
+            {"strategy": strategy, f"{strategy}.lr": 1e-3, "epochs": 1, "batch_size": 16}
+        )
     search.run()
     reset_host()
     return out
@@ -51,7 +65,9 @@ def bbc_search(bbc, tmp_path_factory) -> Path:
 def test_search_finishes_trials_over_strategies_including_lora(bbc_search):
     study = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{bbc_search / 'study.db'}")
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(finished) == 4, [(t.params.get("strategy"), t.user_attrs.get("fail_reason")) for t in study.trials]
+    assert len(finished) == 4, [
+        (t.params.get("strategy"), t.user_attrs.get("fail_reason")) for t in study.trials
+    ]
     assert {t.params["strategy"] for t in finished} == {"linear-probe", "lora", "bitfit", "partial-finetune"}
     assert {t.params["backbone"] for t in finished} == {MINILM}
     lora = next(t for t in finished if t.params["strategy"] == "lora")
@@ -90,7 +106,10 @@ def test_pretrained_linear_probe_beats_random_weights(bbc, tmp_path):
     cli("search", bbc, "-o", tmp_path / "rand", "--random-init", *args)
     pretrained, random = read_json(tmp_path / "pre" / "best.json"), read_json(tmp_path / "rand" / "best.json")
     assert pretrained["params"] == random["params"]
-    assert pretrained["val_metric"] + pretrained["test_metric"] > random["val_metric"] + random["test_metric"] + 0.4
+    assert (
+        pretrained["val_metric"] + pretrained["test_metric"]
+        > random["val_metric"] + random["test_metric"] + 0.4
+    )
 
 
 # the backbone surface ------------------------------------------------------------------------------
@@ -125,8 +144,10 @@ def test_random_init_builds_the_same_architecture():
     spec = get_host().backbone(MINILM)
     pre, rand = spec.build(pretrained=True).state_dict(), spec.build(pretrained=False).state_dict()
     assert pre.keys() == rand.keys()
-    assert not torch.equal(pre["body.encoder.layer.0.attention.self.query.weight"],
-                           rand["body.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        pre["body.encoder.layer.0.attention.self.query.weight"],
+        rand["body.encoder.layer.0.attention.self.query.weight"],
+    )
 
 
 def test_a_local_transformers_folder_is_a_backbone(tmp_path):
@@ -154,8 +175,9 @@ def _model(name: str = "all-MiniLM-L6-v2"):
 def _context(model):
     from autotransfer.strategy import StrategyContext
 
-    return StrategyContext(backbone_name="x", modality="text", n_groups=len(model.backbone.layer_groups),
-                           max_epochs=1)
+    return StrategyContext(
+        backbone_name="x", modality="text", n_groups=len(model.backbone.layer_groups), max_epochs=1
+    )
 
 
 def test_lora_trains_adapters_and_exports_a_plain_model():
@@ -192,7 +214,9 @@ def test_lora_trains_adapters_and_exports_a_plain_model():
     fresh.load_state_dict(exported.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), adapted, atol=1e-4, rtol=1e-4)
-        assert not torch.allclose(fresh.backbone(x), _model().backbone.eval()(x))  # the adapters changed features
+        assert not torch.allclose(
+            fresh.backbone(x), _model().backbone.eval()(x)
+        )  # the adapters changed features
 
 
 def test_lora_fits_a_timm_cnn():
@@ -237,13 +261,19 @@ def test_tsv_jsonl_and_folders_read_alike(tmp_path):
     import json
 
     rows = [("the striker scored twice", "sport"), ("rates rose again", "money")] * 3
-    (tmp_path / "a.tsv").write_text("label\treview\n" + "".join(f"{l}\t{t}\n" for t, l in rows), encoding="utf-8")
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": t, "label": l}) + "\n"
-                                              for i, (t, l) in enumerate(rows)), encoding="utf-8")
+    (tmp_path / "a.tsv").write_text(
+        "label\treview\n" + "".join(f"{l}\t{t}\n" for t, l in rows), encoding="utf-8"
+    )
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t, "label": l}) + "\n" for i, (t, l) in enumerate(rows)),
+        encoding="utf-8",
+    )
     for i, (t, l) in enumerate(rows):
         (tmp_path / "folder" / l).mkdir(parents=True, exist_ok=True)
         (tmp_path / "folder" / l / f"{i}.txt").write_text(t, encoding="utf-8")
-    (tmp_path / "odd.csv").write_text("words,y2\n" + "".join(f"{t} {i},{l}\n" for i, (t, l) in enumerate(rows)))
+    (tmp_path / "odd.csv").write_text(
+        "words,y2\n" + "".join(f"{t} {i},{l}\n" for i, (t, l) in enumerate(rows))
+    )
     for path in ("a.tsv", "a.jsonl", "folder", "odd.csv"):
         dataset = _load(tmp_path / path)
         assert dataset.classes == ["money", "sport"] and len(dataset) == 6, path
@@ -265,14 +295,28 @@ def _error(result, *needles):
 BAD = ["--n-trials", "1", "--max-epochs", "1", *QUICK]
 
 
-@pytest.mark.parametrize("content,needles", [
-    ("text,label\nthe match,sport\n,sport\nrates,money\nshares,money\n", ["bad.csv", "empty text", "row 2"]),
-    ("body,kind,source\nthe match,sport,a\nrates,money,b\n", ["bad.csv", "columns found: body, kind, source",
-                                                               "--label-column"]),
-    ("text,label\n", ["bad.csv", "no rows", "text, label"]),
-    ("text,label\nthe match,sport\nthe final,sport\nrates,money\n", ["bad.csv", "'money'", "single example"]),
-    ("text,label\nthe match,sport\nthe final,\nrates,money\nshares,money\n", ["bad.csv", "empty label", "row 2"]),
-])
+@pytest.mark.parametrize(
+    "content,needles",
+    [
+        (
+            "text,label\nthe match,sport\n,sport\nrates,money\nshares,money\n",
+            ["bad.csv", "empty text", "row 2"],
+        ),
+        (
+            "body,kind,source\nthe match,sport,a\nrates,money,b\n",
+            ["bad.csv", "columns found: body, kind, source", "--label-column"],
+        ),
+        ("text,label\n", ["bad.csv", "no rows", "text, label"]),
+        (
+            "text,label\nthe match,sport\nthe final,sport\nrates,money\n",
+            ["bad.csv", "'money'", "single example"],
+        ),
+        (
+            "text,label\nthe match,sport\nthe final,\nrates,money\nshares,money\n",
+            ["bad.csv", "empty label", "row 2"],
+        ),
+    ],
+)
 def test_bad_text_data_is_a_one_line_error_and_writes_nothing(tmp_path, content, needles):
     path = tmp_path / "bad.csv"
     path.write_text(content, encoding="utf-8")
@@ -281,8 +325,11 @@ def test_bad_text_data_is_a_one_line_error_and_writes_nothing(tmp_path, content,
 
 
 def test_named_columns_must_exist(tmp_path, bbc):
-    error = _error(cli("search", bbc, "-o", tmp_path / "out", "--label-column", "topic", *BAD, expect=None),
-                   "'topic'", "columns found: text, label")
+    error = _error(
+        cli("search", bbc, "-o", tmp_path / "out", "--label-column", "topic", *BAD, expect=None),
+        "'topic'",
+        "columns found: text, label",
+    )
     assert "--label-column" in error
     assert not (tmp_path / "out").exists()
 
@@ -291,21 +338,51 @@ def test_a_file_that_is_not_utf8_says_how_to_give_its_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     rows = "text,label\n" + "".join(f"café au lait {i},{'a' if i % 2 else 'b'}\n" for i in range(8))
     path.write_bytes(rows.encode("latin-1"))
-    _error(cli("search", path, "-o", tmp_path / "out", "--task", "text-classification", *BAD, expect=None),
-           "latin.csv", "UTF-8", "--encoding")
+    _error(
+        cli("search", path, "-o", tmp_path / "out", "--task", "text-classification", *BAD, expect=None),
+        "latin.csv",
+        "UTF-8",
+        "--encoding",
+    )
     assert not (tmp_path / "out").exists()
     dataset = _load(path, encoding="latin-1")
     assert len(dataset) == 8 and dataset.classes == ["a", "b"]
 
 
 def test_text_data_takes_only_text_backbones(tmp_path, bbc, digits):
-    _error(cli("search", bbc, "-o", tmp_path / "a", "--backbones", "tf_efficientnet_lite0", "--n-trials", "1",
-               expect=None), "tf_efficientnet_lite0", "text", MINILM)
-    _error(cli("search", digits, "-o", tmp_path / "b", "--backbones", "all-MiniLM-L6-v2", "--n-trials", "1",
-               expect=None), "image")
+    _error(
+        cli(
+            "search",
+            bbc,
+            "-o",
+            tmp_path / "a",
+            "--backbones",
+            "tf_efficientnet_lite0",
+            "--n-trials",
+            "1",
+            expect=None,
+        ),
+        "tf_efficientnet_lite0",
+        "text",
+        MINILM,
+    )
+    _error(
+        cli(
+            "search",
+            digits,
+            "-o",
+            tmp_path / "b",
+            "--backbones",
+            "all-MiniLM-L6-v2",
+            "--n-trials",
+            "1",
+            expect=None,
+        ),
+        "image",
+    )
     from autotransfer.config import SearchConfig
-    from autotransfer.plugins import get_host
     from autotransfer.engine import pick_backbones
+    from autotransfer.plugins import get_host
 
     defaults = pick_backbones(get_host(), SearchConfig(data=str(bbc)), "text")
     assert {s.name for s in defaults} == {MINILM, f"{MINILM}:cls"}

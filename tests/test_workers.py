@@ -10,13 +10,25 @@ import uuid
 
 import optuna
 import pytest
-
-from autotransfer.config import with_driver
 from conftest import cli, read_json
 
+from autotransfer.config import with_driver
+
 # linear probes that recompute the frozen backbone (--no-cache): a few seconds a trial on a small CPU
-SMALL = ["--image-size", "32", "--backbones", "tf_efficientnet_lite0", "--strategies", "linear-probe", "--no-cache",
-         "--max-epochs", "2", "--no-reference", "--no-rank", "--quiet"]
+SMALL = [
+    "--image-size",
+    "32",
+    "--backbones",
+    "tf_efficientnet_lite0",
+    "--strategies",
+    "linear-probe",
+    "--no-cache",
+    "--max-epochs",
+    "2",
+    "--no-reference",
+    "--no-rank",
+    "--quiet",
+]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -28,8 +40,12 @@ def small_digits(tmp_path_factory):
 
 
 def search_process(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "autotransfer.cli", "search", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "autotransfer.cli", "search", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def check_one_study(storage: str, name: str, n_trials: int, n_workers: int) -> optuna.Study:
@@ -47,10 +63,23 @@ def test_two_workers_join_one_postgres_study(small_digits, postgres_url, tmp_pat
     name = f"test-{uuid.uuid4().hex[:12]}"
     outs = [tmp_path / "machine-a", tmp_path / "machine-b"]
     try:
-        procs = [search_process(small_digits, "-o", out, "--storage", postgres_url, "--study-name", name,
-                                "--n-trials", "5", *SMALL) for out in outs]
+        procs = [
+            search_process(
+                small_digits,
+                "-o",
+                out,
+                "--storage",
+                postgres_url,
+                "--study-name",
+                name,
+                "--n-trials",
+                "5",
+                *SMALL,
+            )
+            for out in outs
+        ]
         results = [p.communicate(timeout=400) for p in procs]
-        for p, (stdout, stderr) in zip(procs, results):
+        for p, (_stdout, stderr) in zip(procs, results):
             assert p.returncode == 0, stderr
         study = check_one_study(postgres_url, name, 5, 2)
         # one split, made once and shared through the study
@@ -91,7 +120,9 @@ def test_devices_runs_one_worker_per_device_on_one_study(small_digits, tmp_path)
     assert (out / "model" / "model.safetensors").is_file()
     # the parent exported from the shared checkpoint; only the best's is kept
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        f"trial-{best['trial']}.json", f"trial-{best['trial']}.safetensors"]
+        f"trial-{best['trial']}.json",
+        f"trial-{best['trial']}.safetensors",
+    ]
 
 
 def test_devices_and_heartbeat_are_checked(small_digits, tmp_path):

@@ -98,11 +98,20 @@ def prepare_dann(model, params, context):
     plan = fine_tune_plan(model, params["freeze_depth"], params)
     hidden = params["hidden"]
     model.domain_discriminator = nn.Sequential(
-        nn.Linear(model.backbone.feature_dim, hidden), nn.ReLU(), nn.Dropout(0.1),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1),
+        nn.Linear(model.backbone.feature_dim, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 1),
     )
-    plan.param_groups.append({"params": list(model.domain_discriminator.parameters()),
-                              "lr_scale": params.get("head_lr_mult", 1.0), "name": "discriminator"})
+    plan.param_groups.append(
+        {
+            "params": list(model.domain_discriminator.parameters()),
+            "lr_scale": params.get("head_lr_mult", 1.0),
+            "name": "discriminator",
+        }
+    )
     reverse = _grad_reverse()
 
     def extra_loss(model, source, extras, progress):
@@ -122,8 +131,10 @@ def suggest_multitask(trial, context):
     from autotransfer.strategy import suggest_fine_tune
 
     knobs = suggest_fine_tune(trial, "multitask", context.n_groups, freeze=True)
-    knobs["weights"] = [trial.suggest_float(f"multitask.weight.{i}", 0.05, 2.0, log=True)
-                        for i in range(len(context.aux_classes))]
+    knobs["weights"] = [
+        trial.suggest_float(f"multitask.weight.{i}", 0.05, 2.0, log=True)
+        for i in range(len(context.aux_classes))
+    ]
     return knobs
 
 
@@ -140,15 +151,22 @@ def prepare_multitask(model, params, context):
         raise UserError("strategy multitask needs related labelled tasks: pass --aux-task DIR")
     plan = fine_tune_plan(model, params["freeze_depth"], params)
     model.aux_heads = nn.ModuleList(nn.Linear(model.backbone.feature_dim, n) for n in context.aux_classes)
-    plan.param_groups.append({"params": list(model.aux_heads.parameters()),
-                              "lr_scale": params.get("head_lr_mult", 1.0), "name": "aux_heads"})
+    plan.param_groups.append(
+        {
+            "params": list(model.aux_heads.parameters()),
+            "lr_scale": params.get("head_lr_mult", 1.0),
+            "name": "aux_heads",
+        }
+    )
     names = [f"aux{i}" for i in range(len(context.aux_classes))]
 
     def extra_loss(model, source, extras, progress):
         total = 0.0
         for i, name in enumerate(names):
             features, labels = extras[name]
-            total = total + params["weights"][i] * F.cross_entropy(model.aux_heads[i](features).float(), labels)
+            total = total + params["weights"][i] * F.cross_entropy(
+                model.aux_heads[i](features).float(), labels
+            )
         return total
 
     plan.extra_loss, plan.needs = extra_loss, tuple(names)
@@ -158,27 +176,43 @@ def prepare_multitask(model, params, context):
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(
-        name="dann",
-        description="domain-adversarial training: a gradient-reversed domain discriminator on features",
-        prepare=prepare_dann, suggest=_suggest_adapt("dann", (0.01, 1.0)),
-        lr_range=(1e-5, 1e-2), needs_target=True,
-    ))
-    register(StrategySpec(
-        name="coral",
-        description="CORAL: align source and target feature covariances",
-        prepare=_discrepancy(coral_loss), suggest=_suggest_adapt("coral", (0.1, 100.0)),
-        lr_range=(1e-5, 1e-2), needs_target=True,
-    ))
-    register(StrategySpec(
-        name="mmd",
-        description="maximum mean discrepancy between source and target features (multi-kernel)",
-        prepare=_discrepancy(mmd_loss), suggest=_suggest_adapt("mmd", (0.1, 10.0)),
-        lr_range=(1e-5, 1e-2), needs_target=True,
-    ))
-    register(StrategySpec(
-        name="multitask",
-        description="one backbone, a head per related task (--aux-task); task loss weights searched",
-        prepare=prepare_multitask, suggest=suggest_multitask,
-        lr_range=(1e-5, 1e-2), needs_aux=True,
-    ))
+    register(
+        StrategySpec(
+            name="dann",
+            description="domain-adversarial training: a gradient-reversed domain discriminator on features",
+            prepare=prepare_dann,
+            suggest=_suggest_adapt("dann", (0.01, 1.0)),
+            lr_range=(1e-5, 1e-2),
+            needs_target=True,
+        )
+    )
+    register(
+        StrategySpec(
+            name="coral",
+            description="CORAL: align source and target feature covariances",
+            prepare=_discrepancy(coral_loss),
+            suggest=_suggest_adapt("coral", (0.1, 100.0)),
+            lr_range=(1e-5, 1e-2),
+            needs_target=True,
+        )
+    )
+    register(
+        StrategySpec(
+            name="mmd",
+            description="maximum mean discrepancy between source and target features (multi-kernel)",
+            prepare=_discrepancy(mmd_loss),
+            suggest=_suggest_adapt("mmd", (0.1, 10.0)),
+            lr_range=(1e-5, 1e-2),
+            needs_target=True,
+        )
+    )
+    register(
+        StrategySpec(
+            name="multitask",
+            description="one backbone, a head per related task (--aux-task); task loss weights searched",
+            prepare=prepare_multitask,
+            suggest=suggest_multitask,
+            lr_range=(1e-5, 1e-2),
+            needs_aux=True,
+        )
+    )

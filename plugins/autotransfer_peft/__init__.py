@@ -59,13 +59,20 @@ def prepare_lora(model, params, context):
         raise TrialFailed(f"backbone {context.backbone_name} has no linear or 1x1 convolution layer for LoRA")
     group_of = {id(p): i for i, params_ in enumerate(backbone.group_parameters()) for p in params_}
     original_groups = backbone.layer_groups
-    config = LoraConfig(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"],
-                        target_modules=targets, bias="none")
+    config = LoraConfig(
+        r=params["r"],
+        lora_alpha=params["alpha"],
+        lora_dropout=params["dropout"],
+        target_modules=targets,
+        bias="none",
+    )
     backbone.body = get_peft_model(backbone.body, config)
     backbone.layer_groups = _regrouped(backbone, group_of, len(original_groups))
     for p in model.head.parameters():
         p.requires_grad_(True)
-    groups = [{"params": list(model.head.parameters()), "lr_scale": params.get("head_lr_mult", 1.0), "name": "head"}]
+    groups = [
+        {"params": list(model.head.parameters()), "lr_scale": params.get("head_lr_mult", 1.0), "name": "head"}
+    ]
     adapters = [p for p in backbone.parameters() if p.requires_grad]
     groups.append({"params": adapters, "lr_scale": 1.0, "name": "lora"})
     frozen_prefix = _frozen_prefix(backbone)
@@ -76,8 +83,9 @@ def prepare_lora(model, params, context):
         model.backbone.layer_groups = original_groups
         return model
 
-    return Plan(param_groups=groups, frozen_prefix=frozen_prefix, export=export,
-                notes={"lora_targets": len(targets)})
+    return Plan(
+        param_groups=groups, frozen_prefix=frozen_prefix, export=export, notes={"lora_targets": len(targets)}
+    )
 
 
 def _regrouped(backbone, group_of: dict, n_groups: int) -> list[list[str]]:
@@ -90,8 +98,11 @@ def _regrouped(backbone, group_of: dict, n_groups: int) -> list[list[str]]:
         else:
             pending.append(name)
     named = dict(backbone.named_parameters())
-    base_group = {name.rsplit(".base_layer.", 1)[0]: group_of[id(p)] for name, p in named.items()
-                  if ".base_layer." in name and id(p) in group_of}
+    base_group = {
+        name.rsplit(".base_layer.", 1)[0]: group_of[id(p)]
+        for name, p in named.items()
+        if ".base_layer." in name and id(p) in group_of
+    }
     for name in pending:
         layer = name.split(".lora_", 1)[0]
         if layer in base_group:
@@ -123,25 +134,32 @@ def prepare_bitfit(model, params, context):
     for p in model.head.parameters():
         p.requires_grad_(True)
     frozen_prefix = _frozen_prefix(backbone)
-    groups = layerwise_groups(model, frozen_prefix, head_lr_mult=params.get("head_lr_mult", 1.0), only=_is_bias)
+    groups = layerwise_groups(
+        model, frozen_prefix, head_lr_mult=params.get("head_lr_mult", 1.0), only=_is_bias
+    )
     return Plan(param_groups=groups, frozen_prefix=frozen_prefix)
 
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(
-        name="lora",
-        description="low-rank adapters (peft) on attention or all linear layers; the head trains, merged on export",
-        prepare=prepare_lora,
-        suggest=suggest_lora,
-        lr_range=(1e-4, 1e-2),
-        modalities=frozenset({TEXT, IMAGE}),
-    ))
-    register(StrategySpec(
-        name="bitfit",
-        description="train only the backbone's bias terms and the head (BitFit)",
-        prepare=prepare_bitfit,
-        suggest=suggest_bitfit,
-        lr_range=(1e-4, 1e-2),
-        modalities=frozenset({TEXT, IMAGE}),
-    ))
+    register(
+        StrategySpec(
+            name="lora",
+            description="low-rank adapters (peft) on attention or all linear layers; the head trains, "
+            "merged on export",
+            prepare=prepare_lora,
+            suggest=suggest_lora,
+            lr_range=(1e-4, 1e-2),
+            modalities=frozenset({TEXT, IMAGE}),
+        )
+    )
+    register(
+        StrategySpec(
+            name="bitfit",
+            description="train only the backbone's bias terms and the head (BitFit)",
+            prepare=prepare_bitfit,
+            suggest=suggest_bitfit,
+            lr_range=(1e-4, 1e-2),
+            modalities=frozenset({TEXT, IMAGE}),
+        )
+    )

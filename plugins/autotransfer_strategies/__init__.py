@@ -17,7 +17,9 @@ def prepare_linear_probe(model, params, context):
 def suggest_partial(trial, context):
     from autotransfer.strategy import suggest_fine_tune
 
-    knobs = {"freeze_depth": trial.suggest_int("partial-finetune.freeze_depth", 1, max(1, context.n_groups - 1))}
+    knobs = {
+        "freeze_depth": trial.suggest_int("partial-finetune.freeze_depth", 1, max(1, context.n_groups - 1))
+    }
     return knobs | suggest_fine_tune(trial, "partial-finetune", context.n_groups)
 
 
@@ -66,37 +68,47 @@ def prepare_gradual(model, params, context):
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(
-        name="linear-probe",
-        description="freeze the whole backbone, train a linear head on its features",
-        prepare=prepare_linear_probe,
-        lr_range=(1e-3, 3e-1),
-    ))
-    register(StrategySpec(
-        name="partial-finetune",
-        description="freeze the first layer groups (searched depth), fine-tune the rest",
-        prepare=prepare_partial,
-        suggest=suggest_partial,
-        lr_range=(1e-5, 1e-2),
-    ))
-    register(StrategySpec(
-        name="full-finetune",
-        description="fine-tune every layer, with layer-wise learning-rate decay",
-        prepare=prepare_full,
-        suggest=suggest_full,
-        lr_range=(1e-5, 1e-2),
-    ))
-    register(StrategySpec(
-        name="gradual-unfreeze",
-        description="head first, then unfreeze layer groups from the top at a searched pace (ULMFiT)",
-        prepare=prepare_gradual,
-        suggest=suggest_gradual,
-        lr_range=(1e-5, 1e-2),
-    ))
-    register(StrategySpec(
-        name="scratch",
-        description="the same architecture from random weights: the reference transfer must beat",
-        prepare=lambda model, params, context: prepare_full(model, {}, context),
-        lr_range=(1e-4, 1e-2),
-        pretrained=False,
-    ))
+    register(
+        StrategySpec(
+            name="linear-probe",
+            description="freeze the whole backbone, train a linear head on its features",
+            prepare=prepare_linear_probe,
+            lr_range=(1e-3, 3e-1),
+        )
+    )
+    register(
+        StrategySpec(
+            name="partial-finetune",
+            description="freeze the first layer groups (searched depth), fine-tune the rest",
+            prepare=prepare_partial,
+            suggest=suggest_partial,
+            lr_range=(1e-5, 1e-2),
+        )
+    )
+    register(
+        StrategySpec(
+            name="full-finetune",
+            description="fine-tune every layer, with layer-wise learning-rate decay",
+            prepare=prepare_full,
+            suggest=suggest_full,
+            lr_range=(1e-5, 1e-2),
+        )
+    )
+    register(
+        StrategySpec(
+            name="gradual-unfreeze",
+            description="head first, then unfreeze layer groups from the top at a searched pace (ULMFiT)",
+            prepare=prepare_gradual,
+            suggest=suggest_gradual,
+            lr_range=(1e-5, 1e-2),
+        )
+    )
+    register(
+        StrategySpec(
+            name="scratch",
+            description="the same architecture from random weights: the reference transfer must beat",
+            prepare=lambda model, params, context: prepare_full(model, {}, context),
+            lr_range=(1e-4, 1e-2),
+            pretrained=False,
+        )
+    )

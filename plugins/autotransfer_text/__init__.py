@@ -22,8 +22,23 @@ from autotransfer.specs import TEXT, TaskSpec
 __version__ = "0.1.0"
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".jsonl": None, ".ndjson": None}
-TEXT_NAMES = ("text", "sentence", "review", "content", "document", "body", "comment", "message", "tweet",
-              "abstract", "description", "utterance", "question", "review_text", "text_a")
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "document",
+    "body",
+    "comment",
+    "message",
+    "tweet",
+    "abstract",
+    "description",
+    "utterance",
+    "question",
+    "review_text",
+    "text_a",
+)
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "topic", "sentiment", "intent", "y", "tag")
 
 
@@ -43,12 +58,16 @@ def _read_text(path: Path, encoding: str | None = None) -> str:
     try:
         return raw.decode(encoding or "utf-8-sig")
     except LookupError:
-        raise UserError(f"--encoding {encoding}: unknown encoding; use a Python codec name such as latin-1 or cp1252") from None
+        raise UserError(
+            f"--encoding {encoding}: unknown encoding; use a Python codec name such as latin-1 or cp1252"
+        ) from None
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path}: not {encoding or 'UTF-8'} text (byte 0x{raw[exc.start]:02x} on line {line}); "
-                        "give its encoding with --encoding (for example --encoding latin-1 or cp1252), or re-save it "
-                        "as UTF-8") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: not {encoding or 'UTF-8'} text (byte 0x{raw[exc.start]:02x} on line {line}); "
+            "give its encoding with --encoding (for example --encoding latin-1 or cp1252), or re-save it "
+            "as UTF-8"
+        ) from None
 
 
 def _read_table(path: Path, encoding: str | None) -> tuple[list[str], list[dict]]:
@@ -63,7 +82,9 @@ def _read_table(path: Path, encoding: str | None) -> tuple[list[str], list[dict]
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {number} is not JSON ({exc.msg}); write one JSON object per line") from None
+                raise UserError(
+                    f"{path}: line {number} is not JSON ({exc.msg}); write one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}: line {number} is not a JSON object; write one object per line")
             rows.append({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in row.items()})
@@ -78,7 +99,9 @@ def _read_table(path: Path, encoding: str | None) -> tuple[list[str], list[dict]
     return columns, rows
 
 
-def _pick_column(path: Path, columns: list[str], rows: list[dict], config, kind: str, exclude: str | None = None) -> str:
+def _pick_column(
+    path: Path, columns: list[str], rows: list[dict], config, kind: str, exclude: str | None = None
+) -> str:
     given = _option(config, f"{kind}_column")
     found = ", ".join(columns) or "none"
     if given:
@@ -102,8 +125,10 @@ def _pick_column(path: Path, columns: list[str], rows: list[dict], config, kind:
         first, second = sorted(columns, key=score, reverse=True)
         if score(first)[0] > score(second)[0] and score(first)[1] > score(second)[1]:
             return first
-    raise UserError(f"{path}: cannot tell which column holds the {kind}; columns found: {found}; "
-                    f"pass --{kind}-column NAME")
+    raise UserError(
+        f"{path}: cannot tell which column holds the {kind}; columns found: {found}; "
+        f"pass --{kind}-column NAME"
+    )
 
 
 def _check_texts(where: Path, texts: list[str], names: list[str]) -> None:
@@ -116,8 +141,11 @@ def _check_texts(where: Path, texts: list[str], names: list[str]) -> None:
 def _table_examples(path: Path, config, labelled: bool):
     columns, rows = _read_table(path, _option(config, "encoding"))
     if not rows:
-        raise UserError(f"{path}: no rows" + (f" under the header ({', '.join(columns)})" if columns else "")
-                        + "; add one example per row")
+        raise UserError(
+            f"{path}: no rows"
+            + (f" under the header ({', '.join(columns)})" if columns else "")
+            + "; add one example per row"
+        )
     text_column = _pick_column(path, columns, rows, config, "text")
     names = [f"{path.name}:{i}" for i in range(1, len(rows) + 1)]
     texts = [row.get(text_column) or "" for row in rows]
@@ -128,14 +156,20 @@ def _table_examples(path: Path, config, labelled: bool):
     labels = [(row.get(label_column) or "").strip() for row in rows]
     blank = [i for i, label in enumerate(labels, 1) if not label]
     if blank:
-        raise UserError(f"{path}: empty label at row {blank[0]}" + (f" and {len(blank) - 1} more" if len(blank) > 1 else "")
-                        + f" (column {label_column!r}); label every row or remove it")
+        raise UserError(
+            f"{path}: empty label at row {blank[0]}"
+            + (f" and {len(blank) - 1} more" if len(blank) > 1 else "")
+            + f" (column {label_column!r}); label every row or remove it"
+        )
     return names, texts, labels
 
 
 def _text_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.txt") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*.txt")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -157,8 +191,10 @@ def load(path: str, config=None):
 
     root = Path(path)
     if not root.exists():
-        raise UserError(f"{path}: no such file or folder; give a CSV, TSV or JSONL file with text and label "
-                        "columns, or a folder with one sub-folder of .txt files per class")
+        raise UserError(
+            f"{path}: no such file or folder; give a CSV, TSV or JSONL file with text and label "
+            "columns, or a folder with one sub-folder of .txt files per class"
+        )
     if root.is_file():
         if root.suffix.lower() not in TABLE_SUFFIXES:
             raise UserError(f"{path}: not a CSV, TSV or JSONL file; give one with a text and a label column")
@@ -178,11 +214,18 @@ def load(path: str, config=None):
                 texts.append(_read_text(f, _option(config, "encoding")))
                 labels.append(len(classes) - 1)
         if not classes:
-            raise UserError(f"{path}: no class folders; put each class's .txt files in a sub-folder named after it")
+            raise UserError(
+                f"{path}: no class folders; put each class's .txt files in a sub-folder named after it"
+            )
         _check_texts(root, texts, items)
     dataset = Dataset(
-        root=str(root.resolve()), task="text-classification", modality=TEXT, items=items, labels=labels,
-        classes=classes, encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
+        root=str(root.resolve()),
+        task="text-classification",
+        modality=TEXT,
+        items=items,
+        labels=labels,
+        classes=classes,
+        encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
         prepare=prepare,
     )
     check_labels(dataset, str(path))
@@ -214,9 +257,16 @@ def load_unlabeled(paths, config=None):
             raise UserError(f"{ref}: no such file or folder")
     if not items:
         raise UserError(f"{', '.join(map(str, paths))}: no texts found")
-    return Dataset(root="", task="text-classification", modality=TEXT, items=items, labels=None, classes=[],
-                   encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
-                   prepare=prepare)
+    return Dataset(
+        root="",
+        task="text-classification",
+        modality=TEXT,
+        items=items,
+        labels=None,
+        classes=[],
+        encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
+        prepare=prepare,
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -226,18 +276,28 @@ def tokenizer_for(source: str):
     try:
         return AutoTokenizer.from_pretrained(source, local_files_only=Path(source).is_dir())
     except Exception as exc:
-        raise UserError(f"tokenizer {source!r}: cannot load it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                        "; the backbone's folder or package may have moved") from exc
+        raise UserError(
+            f"tokenizer {source!r}: cannot load it "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            "; the backbone's folder or package may have moved"
+        ) from exc
 
 
 def tokenize(texts: list[str], preprocessing: dict) -> dict:
     """Every text once, truncated to ``max_length`` and padded to the longest: int tensors (N, L)."""
     if "tokenizer" not in preprocessing:
-        raise UserError("text data needs a text backbone (one whose preprocessing names a tokenizer); "
-                        "see `autotransfer backbones`")
+        raise UserError(
+            "text data needs a text backbone (one whose preprocessing names a tokenizer); "
+            "see `autotransfer backbones`"
+        )
     tokenizer = tokenizer_for(preprocessing["tokenizer"])
-    encoded = tokenizer(texts, truncation=True, max_length=int(preprocessing["max_length"]), padding="longest",
-                        return_tensors="pt")
+    encoded = tokenizer(
+        texts,
+        truncation=True,
+        max_length=int(preprocessing["max_length"]),
+        padding="longest",
+        return_tensors="pt",
+    )
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
@@ -252,13 +312,15 @@ def prepare(batch, preprocessing, train=False, augment="off"):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="text-classification",
-        modality=TEXT,
-        description="a CSV, TSV or JSONL file with a text and a label column, or a folder per class of .txt files",
-        detect=detect,
-        load=load,
-        load_unlabeled=load_unlabeled,
-        layouts=("DATA.csv|.tsv|.jsonl with text and label columns", "DATA/CLASS_NAME/TEXT_FILE.txt"),
-    ))
-
+    register(
+        TaskSpec(
+            name="text-classification",
+            modality=TEXT,
+            description="a CSV, TSV or JSONL file with a text and a label column, or a folder per class "
+            "of .txt files",
+            detect=detect,
+            load=load,
+            load_unlabeled=load_unlabeled,
+            layouts=("DATA.csv|.tsv|.jsonl with text and label columns", "DATA/CLASS_NAME/TEXT_FILE.txt"),
+        )
+    )

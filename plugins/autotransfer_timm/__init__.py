@@ -33,17 +33,19 @@ def _package_available(module: str) -> bool:
 @hookimpl
 def register_backbones(register):
     for name, (package, dim, size) in _LITE.items():
-        register(BackboneSpec(
-            name=name,
-            modality=IMAGE,
-            build=lambda pretrained=True, _n=name: build_lite(_n, pretrained),
-            feature_dim=dim,
-            description=f"timm {name}, ImageNet weights from the {package.replace('_', '-')} package",
-            available=lambda _p=package: _package_available(_p),
-            default=True,
-            aliases=(name.replace("tf_", ""),),
-            preprocessing={"image_size": size, **_LITE_PREPROCESSING},
-        ))
+        register(
+            BackboneSpec(
+                name=name,
+                modality=IMAGE,
+                build=lambda pretrained=True, _n=name: build_lite(_n, pretrained),
+                feature_dim=dim,
+                description=f"timm {name}, ImageNet weights from the {package.replace('_', '-')} package",
+                available=lambda _p=package: _package_available(_p),
+                default=True,
+                aliases=(name.replace("tf_", ""),),
+                preprocessing={"image_size": size, **_LITE_PREPROCESSING},
+            )
+        )
 
 
 @hookimpl
@@ -86,7 +88,9 @@ def build_timm(model_name: str, pretrained: bool, weights_file: str | None = Non
 
             raise UserError(f"backbone {model_name}@{weights_file}: weights file does not exist")
         kwargs["pretrained_cfg_overlay"] = {"file": weights_file}
-    model = timm.create_model(model_name, pretrained=pretrained and state_dict is None, num_classes=0, **kwargs)
+    model = timm.create_model(
+        model_name, pretrained=pretrained and state_dict is None, num_classes=0, **kwargs
+    )
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     grouped = group_parameters(model, model.group_matcher(coarse=True))
@@ -114,8 +118,13 @@ def _efficientnet_stages(model, n_groups: int):
     if not all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")):
         return None
     n_blocks = len(model.blocks)
-    stem = lambda m, x: m.bn1(m.conv_stem(x))
-    head = lambda m, x: m.global_pool(m.bn2(m.conv_head(x))).flatten(1)
+
+    def stem(m, x):
+        return m.bn1(m.conv_stem(x))
+
+    def head(m, x):
+        return m.global_pool(m.bn2(m.conv_head(x))).flatten(1)
+
     if n_groups == n_blocks + 2:
         blocks = [lambda m, x, _i=i: m.blocks[_i](x) for i in range(n_blocks)]
         return [stem, *blocks, head]
@@ -160,8 +169,14 @@ def lite_state_dict(name: str) -> dict:
     flat = [(s, j) for s, stage in enumerate(reference.blocks) for j in range(len(stage))]
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
     depthwise = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    inverted = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     out = {}
     for key, value in source.items():
         parts = key.split(".")

@@ -34,16 +34,22 @@ def build_lite0_gem(pretrained: bool = True):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec(
-        name="lite0-gem",
-        modality=IMAGE,
-        build=build_lite0_gem,
-        feature_dim=1280,
-        description="EfficientNet-Lite0 (ImageNet weights) with generalised-mean pooling, p=3",
-        available=lambda: _lite0().available(),
-        preprocessing={"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                       "interpolation": "bicubic"},
-    ))
+    register(
+        BackboneSpec(
+            name="lite0-gem",
+            modality=IMAGE,
+            build=build_lite0_gem,
+            feature_dim=1280,
+            description="EfficientNet-Lite0 (ImageNet weights) with generalised-mean pooling, p=3",
+            available=lambda: _lite0().available(),
+            preprocessing={
+                "image_size": 224,
+                "mean": (0.5, 0.5, 0.5),
+                "std": (0.5, 0.5, 0.5),
+                "interpolation": "bicubic",
+            },
+        )
+    )
 
 
 # a strategy: L2-SP -----------------------------------------------------------------------------
@@ -73,15 +79,17 @@ def prepare_l2_sp(model, params, context):
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(
-        name="l2-sp",
-        description="fine-tune everything, pulled towards the pretrained weights (L2-SP, Li et al. 2018)",
-        prepare=prepare_l2_sp,
-        suggest=suggest_l2_sp,
-        lr_range=(1e-5, 1e-2),
-        modalities=frozenset({IMAGE}),
-        default=False,  # searched when named: --strategies l2-sp
-    ))
+    register(
+        StrategySpec(
+            name="l2-sp",
+            description="fine-tune everything, pulled towards the pretrained weights (L2-SP, Li et al. 2018)",
+            prepare=prepare_l2_sp,
+            suggest=suggest_l2_sp,
+            lr_range=(1e-5, 1e-2),
+            modalities=frozenset({IMAGE}),
+            default=False,  # searched when named: --strategies l2-sp
+        )
+    )
 
 
 # a task: a CSV that lists image files and their labels ------------------------------------------
@@ -115,13 +123,19 @@ def load(path: str, config=None):
     files = [p.parent / item for item in items]
     for line, file in enumerate(files, start=2):
         if not file.is_file():
-            raise UserError(f"{path}, line {line}: image {file} does not exist; fix the path (relative to the CSV)")
+            raise UserError(
+                f"{path}, line {line}: image {file} does not exist; fix the path (relative to the CSV)"
+            )
     if len(set(items)) < len(items):
         raise UserError(f"{path}: an image is listed twice; list each image once")
     classes = sorted({row["label"] for row in rows})
     dataset = Dataset(
-        root=str(p.resolve()), task="image-csv", modality=IMAGE, items=items,
-        labels=[classes.index(row["label"]) for row in rows], classes=classes,
+        root=str(p.resolve()),
+        task="image-csv",
+        modality=IMAGE,
+        items=items,
+        labels=[classes.index(row["label"]) for row in rows],
+        classes=classes,
         encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
         prepare=prepare,
     )
@@ -137,12 +151,14 @@ def load_unlabeled(paths, config=None):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="image-csv",
-        modality=IMAGE,
-        description="a CSV with image (a path relative to the CSV) and label columns",
-        detect=detect,
-        load=load,
-        load_unlabeled=load_unlabeled,
-        layouts=("DATA.csv with columns image,label",),
-    ))
+    register(
+        TaskSpec(
+            name="image-csv",
+            modality=IMAGE,
+            description="a CSV with image (a path relative to the CSV) and label columns",
+            detect=detect,
+            load=load,
+            load_unlabeled=load_unlabeled,
+            layouts=("DATA.csv with columns image,label",),
+        )
+    )
