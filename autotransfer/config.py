@@ -1,4 +1,5 @@
-"""The search configuration: one dataclass instead of fifty keyword arguments."""
+"""The search configuration: one dataclass instead of fifty keyword arguments, checked on creation
+so the command line and the Python API refuse the same bad values with the same one-line errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .engine.budget import DEFAULT_BUDGET_S, parse_duration
 from .errors import UserError
+from .specs import TaskOptions
 
 
 @dataclass
@@ -14,8 +17,11 @@ class SearchConfig:
     data: str
     task: str | None = None
     output: str = "autotransfer-out"
-    n_trials: int | None = 20
-    timeout: float | None = None
+    #: wall-clock seconds for the whole search, export included ("10m", "2h" and numbers are accepted);
+    #: with neither this nor ``n_trials``, ``DEFAULT_BUDGET_S``
+    budget: float | str | None = None
+    #: searched trials in the study (a resumed study counts its earlier ones; the reference is extra)
+    n_trials: int | None = None
     backbones: list[str] | None = None
     strategies: list[str] | None = None
     storage: str | None = None
@@ -29,7 +35,7 @@ class SearchConfig:
     target_eval: str | None = None
     #: related labelled tasks for ``multitask`` (same task type as DATA)
     aux_tasks: list[str] = field(default_factory=list)
-    #: side of the square images are resized to; None uses each backbone's native size
+    #: side of the square images are resized to; None searches a few sizes up to the backbone's
     image_size: int | None = None
     #: epochs are searched from 1 to this
     max_epochs: int = 10
@@ -51,7 +57,8 @@ class SearchConfig:
     pruning: bool = True
     #: "tpe" (the search), or "random": plain random search with no warm-start trials (a baseline)
     sampler: str = "tpe"
-    #: run the random-init reference (``scratch``) once, to tell whether transfer helped
+    #: run the random-init reference once, at the cost of a median transfer trial, to tell whether
+    #: transfer helped
     reference: bool = True
     #: build every backbone with random weights (to measure what pretraining gives)
     random_init: bool = False
@@ -70,14 +77,29 @@ class SearchConfig:
         if isinstance(self.strategies, str):
             self.strategies = [s for s in self.strategies.split(",") if s]
         self.batch_sizes = tuple(self.batch_sizes)
-        if self.train_fraction is not None and not 0 < self.train_fraction <= 1:
-            raise UserError(f"--train-fraction {self.train_fraction}: give a fraction in (0, 1], e.g. 0.1")
-        if self.shots is not None and self.shots < 1:
-            raise UserError(f"--shots {self.shots}: give at least 1 training example per class")
-        if self.train_fraction is not None and self.shots is not None:
-            raise UserError(
-                "--train-fraction and --shots both given: choose one way to shrink the training split"
-            )
+        self.aux_tasks = list(self.aux_tasks)
+        if self.budget is not None:
+            self.budget = parse_duration(self.budget)
+        check(self)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The budget kept: the one given, else the default when no --n-trials ends the search."""
+        if self.budget is None and self.n_trials is None:
+            return DEFAULT_BUDGET_S
+        return self.budget
+
+    @property
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(
+            text_column=self.text_column, label_column=self.label_column, encoding=self.encoding
+        )
+
+    @property
+    def pinned_preprocessing(self) -> dict:
+        """Preprocessing values the user fixed (resolution, text length): never searched."""
+        pinned = {"image_size": self.image_size, "max_length": self.max_length}
+        return {k: v for k, v in pinned.items() if v is not None}
 
     @property
     def out_dir(self) -> Path:
@@ -94,6 +116,48 @@ class SearchConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: (field, command-line flag, lowest allowed value, what to give instead)
+_AT_LEAST = (
+    ("n_trials", "--n-trials", 1, "at least 1 trial"),
+    ("max_epochs", "--max-epochs", 1, "at least 1 epoch"),
+    ("image_size", "--image-size", 8, "a side of at least 8 pixels, e.g. 64"),
+    ("max_length", "--max-length", 4, "at least 4 tokens, e.g. 128"),
+    ("shots", "--shots", 1, "at least 1 training example per class"),
+    ("heartbeat", "--heartbeat", 2, "at least 2 seconds"),
+    ("seed", "--seed", 0, "a seed of 0 or more"),
+)
+
+
+def check(config: SearchConfig) -> None:
+    """One-line errors naming the option, for every value no search can run with."""
+    for name, flag, low, instead in _AT_LEAST:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise UserError(f"{flag} {value}: give {instead}")
+    if config.train_fraction is not None and not 0 < config.train_fraction <= 1:
+        raise UserError(f"--train-fraction {config.train_fraction}: give a fraction in (0, 1], e.g. 0.1")
+    if config.train_fraction is not None and config.shots is not None:
+        raise UserError(
+            "--train-fraction and --shots both given: choose one way to shrink the training split"
+        )
+    for name in ("val_fraction", "test_fraction"):
+        if not 0 <= getattr(config, name) < 0.5:
+            raise UserError(f"{name} {getattr(config, name)}: give a fraction in [0, 0.5)")
+    if not config.batch_sizes or any(not isinstance(b, int) or b < 2 for b in config.batch_sizes):
+        raise UserError(f"batch_sizes {config.batch_sizes}: give whole numbers of at least 2")
+    if not config.cache_memory_gb >= 0:
+        raise UserError(f"cache_memory_gb {config.cache_memory_gb}: give 0 or more gigabytes")
+    if config.sampler not in ("tpe", "random"):
+        raise UserError(f"sampler {config.sampler!r}: use tpe or random")
+    if not config.study_name.strip():
+        raise UserError("--study-name is empty: give the study a name")
+    output = Path(config.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(
+            f"--output {config.output}: a file is there, not a folder; name a folder to write into"
+        )
 
 
 def with_driver(url: str) -> str:

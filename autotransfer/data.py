@@ -32,6 +32,9 @@ class Dataset:
     encode: Callable[[Sequence[int], dict], Any]
     prepare: Callable[..., Any] = lambda batch, preprocessing, train=False, augment="off": batch
     notes: list[str] = field(default_factory=list)
+    #: the inputs' typical size (images: the median side in pixels), from which the search picks
+    #: the resolutions worth trying; None when the task has no such notion
+    input_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.items)

@@ -11,3 +11,7 @@ class PluginError(UserError):
 
 class TrialFailed(Exception):
     """A trial failed for a recorded reason; the search goes on."""
+
+
+class OutOfTime(Exception):
+    """The budget (or a trial's time cap) ran out; raised between batches, so a trial stops cleanly."""

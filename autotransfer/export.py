@@ -29,7 +29,14 @@ def save_weights(model, path: Path) -> None:
 def load_weights(model, path: Path) -> None:
     from safetensors.torch import load_model
 
-    missing, unexpected = load_model(model, str(path), strict=True)
+    try:
+        load_model(model, str(path), strict=True)
+    except Exception as exc:  # truncated, corrupt, or weights of another architecture
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"{path}: cannot load these weights ({reason}); the file is damaged or belongs to another model: "
+            "export the model again (autotransfer export) or run the search again"
+        ) from None
 
 
 def write_model(model_dir: Path, model, config: dict) -> None:
@@ -47,39 +54,37 @@ class LoadedModel:
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
         """One dict per input: the item, its predicted label and the probability."""
-        import torch
+        from .specs import TaskOptions
+        from .training.batches import to_device
+        from .training.inference import infer
 
-        from .train import count, take, to_device
-
-        dataset = self.task.load_unlabeled([str(i) for i in inputs], self.config)
+        dataset = self.task.load_unlabeled([str(i) for i in inputs], TaskOptions())
         preprocessing = self.config["preprocessing"]
         encoded = to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device)
         self.model.eval()
-        rows = []
-        with torch.no_grad():
-            for start in range(0, count(encoded), 128):
-                index = torch.arange(start, min(count(encoded), start + 128), device=self.device)
-                x = dataset.prepare(take(encoded, index), preprocessing, train=False)
-                probs = self.model(x).float().softmax(1)
-                conf, label = probs.max(1)
-                for i, (c, k) in enumerate(zip(conf.tolist(), label.tolist())):
-                    rows.append(
-                        {
-                            "input": dataset.items[start + i],
-                            "label": self.config["classes"][k],
-                            "probability": round(c, 4),
-                        }
-                    )
-        return rows
+        probs = infer(
+            lambda x: self.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
+            encoded,
+            batch_size=128,
+            device=self.device,
+        )
+        conf, label = probs.max(1)
+        classes = self.config["classes"]
+        return [
+            {"input": item, "label": classes[k], "probability": round(c, 4)}
+            for item, c, k in zip(dataset.items, conf.tolist(), label.tolist())
+        ]
 
 
 def load_model(
-    model_dir: str, *, device: str = "cpu", plugins: Sequence[str] = (), trust_pickle: bool = False
+    model_dir: str, *, device: str = "cpu", plugins: Sequence[str] = (), trust_pickle: bool = False, host=None
 ) -> LoadedModel:
+    """The exported model in ``model_dir``, ready to predict. Its backbone and task come from the
+    plugins that registered them: ``host`` (else the default host, with ``plugins`` added)."""
     import torch
 
     from .backbone import TransferModel
-    from .plugins import get_host
+    from .plugins import default_host
 
     root = Path(model_dir)
     config_path = root / CONFIG
@@ -96,7 +101,7 @@ def load_model(
             )
         if not pickles:
             raise UserError(f"{model_dir}: no {WEIGHTS}; give the model/ folder a search wrote")
-    host = get_host(plugins)
+    host = host or default_host(plugins)
     spec = host.backbone(config["backbone"])
     task = host.registry.get("tasks", config["task"])
     backbone = spec.build(pretrained=False)

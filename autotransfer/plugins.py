@@ -291,11 +291,13 @@ def _names_from_env(var: str) -> set[str]:
     return {n.strip() for n in os.environ.get(var, "").split(",") if n.strip()}
 
 
+#: the default host of the command line and the Python API: every other part is handed a host
 _host: Host | None = None
 
 
-def get_host(extra: Iterable[str] = ()) -> Host:
-    """The process-wide plugin host, loaded on first use; ``extra`` adds local plugins."""
+def default_host(extra: Iterable[str] = ()) -> Host:
+    """The default plugin host (installed plugins), loaded on first use; ``extra`` adds local plugins.
+    The command line and ``autotransfer.search`` use it; everything below them is handed a host."""
     global _host
     if _host is None:
         host = Host()
@@ -307,6 +309,6 @@ def get_host(extra: Iterable[str] = ()) -> Host:
 
 
 def reset_host() -> None:
-    """Forget the loaded plugins (tests)."""
+    """Forget the default host's plugins (tests)."""
     global _host
     _host = None

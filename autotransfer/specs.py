@@ -12,6 +12,13 @@ from typing import Any
 IMAGE = "image"
 TEXT = "text"
 
+#: strategy roles: what the search uses a strategy for besides searching it
+#: the cheap, strong baseline the search starts from and ranks backbones with (a linear probe)
+PROBE = "probe"
+#: the random-init reference transfer is judged against (never searched unless asked for by name)
+REFERENCE = "reference"
+ROLES = ("", PROBE, REFERENCE)
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -60,6 +67,12 @@ class StrategySpec:
     needs_aux: bool = False
     #: searched by default (when its needs are met)
     default: bool = True
+    #: PROBE, REFERENCE, or "" for an ordinary strategy (see ``ROLES``)
+    role: str = ""
+    #: the strategy's own knob values (without the namespace, e.g. ``{"lr": 0.03}``) for the trials
+    #: the search starts with: the probe's warm start, the reference, a strategy asked for by name;
+    #: knobs not given here are sampled
+    warm_start: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,8 @@ class TaskSpec:
     """A domain task: which data layouts it reads and how it scores.
 
     ``detect(path) -> bool`` says whether the task reads ``path``; ``load(path, options)`` returns
-    an ``autotransfer.data.Dataset`` (items, labels, class names) without decoding inputs yet.
+    an ``autotransfer.data.Dataset`` (items, labels, class names) without decoding inputs yet;
+    ``options`` is a ``TaskOptions`` (or None).
     """
 
     name: str
@@ -79,3 +93,23 @@ class TaskSpec:
     load_unlabeled: Callable[..., Any] | None = None
     metric: str = "accuracy"
     layouts: Sequence[str] = ()
+    #: augmentation levels the dataset's ``prepare`` understands, "off" first; searched when anything
+    #: below the head trains (empty: never augmented)
+    augmentations: tuple[str, ...] = ()
+    #: the preprocessing key that sets input resolution ("image_size"), searched between the data's
+    #: own size and the backbone's (None: inputs are used at the backbone's size)
+    size_key: str | None = None
+    #: ``input_sizes(dataset, native) -> list[int]``: the resolutions worth searching for this data
+    #: when the backbones' own is ``native``, cheapest first
+    input_sizes: Callable[[Any, int], list[int]] | None = None
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What a user may tell a task about their files (``autotransfer search --text-column ...``)."""
+
+    #: the text and label columns of a table, when their names do not say
+    text_column: str | None = None
+    label_column: str | None = None
+    #: the files' encoding, when it is not UTF-8
+    encoding: str | None = None

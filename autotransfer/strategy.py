@@ -30,6 +30,19 @@ class StrategyContext:
     aux_classes: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Training:
+    """Training settings a strategy decides (the search samples the rest: learning rate, epochs,
+    batch size, weight decay). ``weight_decay``: None keeps the searched value; a strategy that
+    regularises otherwise (towards its pretrained weights, say) sets 0.0 here."""
+
+    warmup_fraction: float = 0.0
+    #: "cosine" (decay to zero over the trial) or "constant"
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    weight_decay: float | None = None
+
+
 @dataclass
 class Plan:
     """How a trial trains: parameter groups with learning-rate scales, and optional extras.
@@ -39,9 +52,9 @@ class Plan:
     adds a term to the task loss; ``extras`` maps each stream named in ``needs`` (``target``,
     ``aux0``...) to ``(features, labels or None)`` for a batch the size of the source batch, and
     ``progress`` runs from 0 to 1 over the trial (for schedules). ``on_epoch_start(model, epoch)``
-    may change what trains over time, and then
-    ``frozen_prefix`` must be the part frozen for the whole trial. ``export(model)`` returns the plain
-    ``TransferModel`` to save (merging adapters).
+    may change what trains over time, and then ``frozen_prefix`` must be the part frozen for the
+    whole trial. ``export(model)`` returns the plain ``TransferModel`` to save (merging adapters).
+    ``training`` holds the strategy's training settings; ``notes`` is free-form, for the record.
     """
 
     param_groups: list[dict]
@@ -52,6 +65,7 @@ class Plan:
     model: nn.Module | None = None
     #: extra streams the trainer must feed ``extra_loss`` (``target``)
     needs: tuple[str, ...] = ()
+    training: Training = field(default_factory=Training)
     notes: dict = field(default_factory=dict)
 
 
@@ -141,11 +155,8 @@ def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
         layer_decay=knobs.get("layer_decay", 1.0),
         head_lr_mult=knobs.get("head_lr_mult", 1.0),
     )
-    return Plan(
-        param_groups=groups,
-        frozen_prefix=first_group,
-        notes={"train": {k: knobs[k] for k in TRAINING_KNOBS if k in knobs}},
-    )
+    training = Training(**{k: knobs[k] for k in TRAINING_KNOBS if k in knobs})
+    return Plan(param_groups=groups, frozen_prefix=first_group, training=training)
 
 
 def without_modules(*names: str) -> Callable[[nn.Module], nn.Module]:

@@ -38,7 +38,7 @@ import pytest
 
 from .errors import UserError
 from .hookspecs import hookimpl
-from .plugins import KINDS, Host, get_host
+from .plugins import KINDS, Host, default_host
 from .specs import IMAGE, TEXT, BackboneSpec, TaskSpec
 
 TINY_BACKBONE = "tiny-cnn"
@@ -53,7 +53,7 @@ def _plugin_name(plugin: Any) -> str:
 def register_plugin(plugin: Any, name: str | None = None) -> Iterator[Host]:
     """Register ``plugin`` (a module, class or instance with ``@hookimpl`` functions) with the
     process-wide host for the ``with`` block; yields the host."""
-    host = get_host()
+    host = default_host()
     name = name or _plugin_name(plugin)
     host.add(plugin, name, "test", source="autotransfer.testing")
     try:
@@ -73,7 +73,7 @@ def autotransfer_plugin():
 def registered(kind: str, *, modality: str | None = None, source: str | None = None) -> list[str]:
     """Names the loaded plugins registered, for ``pytest.mark.parametrize`` or fixture params:
     only those of ``modality``, or of plugins installed by the distribution ``source``."""
-    host = get_host()
+    host = default_host()
     registry = host.registry
     names = []
     for name in registry.names(kind):
@@ -159,7 +159,7 @@ def single_threaded() -> Iterator[None]:
 
 def sample_data(modality: str, folder: Path) -> Path:
     """A few real labelled examples per class, in the layout the bundled tasks read."""
-    from .demo import export_bbc, export_digits
+    from .features.demo import export_bbc, export_digits
 
     if modality == IMAGE:
         return export_digits(str(folder / "digits"), per_class=4)
@@ -168,10 +168,17 @@ def sample_data(modality: str, folder: Path) -> Path:
     raise NotImplementedError(f"no sample data for modality {modality!r}; override sample_data")
 
 
+def probe_name(modality: str) -> str:
+    """The strategy registered as the probe (role ``probe``) for ``modality``."""
+    from .engine.candidates import probe_or_error
+
+    return probe_or_error(default_host(), modality, "the conformance kit").name
+
+
 def tiny_search(data: Path, out: Path, **options):
     """One trial of at most ``max_epochs`` (default 1) on CPU, no reference, no ranking."""
     from .config import SearchConfig
-    from .engine import run_search
+    from .engine.run import run_search
 
     settings = dict(
         n_trials=1,
@@ -216,7 +223,7 @@ class _Conformance:
         with contextlib.ExitStack() as stack:
             stack.enter_context(single_threaded())
             for plugin in (*self._required, *self.plugins):
-                if not get_host().pm.is_registered(plugin):
+                if not default_host().pm.is_registered(plugin):
                     stack.enter_context(register_plugin(plugin))
             yield
 
@@ -227,7 +234,7 @@ class _Conformance:
 
     @pytest.fixture
     def spec(self, spec_name):
-        host = get_host()
+        host = default_host()
         spec = (
             host.backbone(spec_name) if self.kind == "backbones" else host.registry.get(self.kind, spec_name)
         )
@@ -269,7 +276,7 @@ class _TrainsOnABackbone(_Conformance):
         available = [
             n
             for n in registered("backbones", modality=self.modality_of(spec))
-            if get_host().backbone(n).available()
+            if default_host().backbone(n).available()
         ]
         if not available:
             pytest.skip(
@@ -341,12 +348,12 @@ class BackboneConformance(_Conformance):
             data,
             tmp_path / "out",
             backbones=[spec_name],
-            strategies=["linear-probe"],
+            strategies=[probe_name(spec.modality)],
             image_size=self.image_size,
             max_length=self.max_length,
             random_init=not spec.available(),
         )
-        assert_trial_completed(result, backbone=spec_name, strategy="linear-probe")
+        assert_trial_completed(result, backbone=spec_name, strategy=probe_name(spec.modality))
 
 
 class StrategyConformance(_TrainsOnABackbone):
@@ -399,16 +406,14 @@ class StrategyConformance(_TrainsOnABackbone):
         import optuna
         import torch
 
-        from . import cache
         from .config import SearchConfig
-        from .engine import Search
+        from .engine.problem import open_problem
+        from .engine.trial import build_trial
         from .strategy import Plan
 
-        search = Search(
-            SearchConfig(data=str(data), device="cpu", max_epochs=2, **self._options(spec, data)),
-            open_study=False,
-        )
-        trainer, _ = search.build_trial(optuna.create_study().ask(), None)
+        config = SearchConfig(data=str(data), device="cpu", max_epochs=2, **self._options(spec, data))
+        problem = open_problem(config, default_host())
+        trainer, _ = build_trial(problem, optuna.create_study().ask())
         plan, model = trainer.plan, trainer.model
         assert isinstance(plan, Plan), "prepare must return an autotransfer.strategy.Plan"
         n_groups = len(model.backbone.layer_groups)
@@ -426,7 +431,7 @@ class StrategyConformance(_TrainsOnABackbone):
         try:
             trainer.fit()
         finally:
-            cache.activations.clear()
+            problem.close()
         assert all(math.isfinite(h["train_loss"]) for h in trainer.history)
         assert all(torch.equal(p, before[id(p)]) for p in frozen), "a parameter of the frozen prefix changed"
         assert any(not torch.equal(p, before[id(p)]) for p in model.parameters()), "training changed nothing"
@@ -483,7 +488,7 @@ class TaskConformance(_TrainsOnABackbone):
     def test_encodes_what_the_backbone_reads(self, spec, data):
         import torch
 
-        backbone = get_host().backbone(self.trial_backbone(spec)).build(pretrained=False).eval()
+        backbone = default_host().backbone(self.trial_backbone(spec)).build(pretrained=False).eval()
         with torch.no_grad():
             features = backbone.forward_features(_sample_inputs(backbone, data, self, task=spec))
         assert tuple(features.shape) == (4, backbone.feature_dim)
@@ -502,11 +507,11 @@ class TaskConformance(_TrainsOnABackbone):
             tmp_path / "out",
             task=spec.name,
             backbones=[backbone],
-            strategies=["linear-probe"],
+            strategies=[probe_name(spec.modality)],
             image_size=self.image_size,
             max_length=self.max_length,
         )
-        assert_trial_completed(result, backbone=backbone, strategy="linear-probe")
+        assert_trial_completed(result, backbone=backbone, strategy=probe_name(spec.modality))
         inputs = self.predict_inputs(data)
         if inputs:
             rows = result.predict(inputs)
@@ -516,7 +521,7 @@ class TaskConformance(_TrainsOnABackbone):
 
 
 def _task_reading(data: Path, modality: str) -> TaskSpec:
-    registry = get_host().registry
+    registry = default_host().registry
     tasks = [registry.get("tasks", name) for name in registered("tasks", modality=modality)]
     task = next((t for t in tasks if t.detect(str(data))), None)
     assert task is not None, f"no registered {modality} task reads {data}"

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--max-epochs", type=int, default=3)
     args = parser.parse_args()
-    from autotransfer.demo import export_digits, export_mnist
+    from autotransfer.features.demo import export_digits, export_mnist
 
     tmp = Path(tempfile.mkdtemp())
     digits = export_digits(str(tmp / "digits"), per_class=args.per_class)

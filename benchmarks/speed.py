@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=5)
     parser.add_argument("--dataset", default="mnist", choices=["digits", "mnist"])
     args = parser.parse_args()
-    from autotransfer.demo import DATASETS
+    from autotransfer.features.demo import DATASETS
 
     tmp = Path(tempfile.mkdtemp())
     data = DATASETS[args.dataset](str(tmp / "data"), per_class=args.per_class)

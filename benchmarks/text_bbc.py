@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--name", default="text_bbc")
     args = parser.parse_args()
 
-    from autotransfer.demo import export_bbc
+    from autotransfer.features.demo import export_bbc
 
     work = Path(tempfile.mkdtemp(prefix="text-bbc-"))
     data = export_bbc(str(work / "bbc.csv"), per_class=args.per_class, seed=args.seed)

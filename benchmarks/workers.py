@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=16)
     parser.add_argument("--per-class", type=int, default=20)
     args = parser.parse_args()
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ def _fresh_plugins():
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=30)
 
@@ -111,3 +111,23 @@ def shared_study(request, tmp_path):
         optuna.delete_study(study_name=name, storage=with_driver(url))
     except KeyError:
         pass
+
+
+def problem_for(data, tmp_path, **options):
+    """The search's problem (data, split, candidates, caches) without a study, as ranking builds it."""
+    from autotransfer.config import SearchConfig
+    from autotransfer.engine.problem import open_problem
+    from autotransfer.plugins import default_host
+
+    config = SearchConfig(data=str(data), output=str(tmp_path / "o"), quiet=True, **options)
+    return open_problem(config, default_host())
+
+
+def trainer_for(problem, params: dict, role: str = ""):
+    """A ready trainer for fixed parameters, as the search builds one for a trial."""
+    import optuna
+
+    from autotransfer.engine.trial import build_trial
+
+    trainer, _ = build_trial(problem, optuna.trial.FixedTrial(params), role)
+    return trainer

@@ -6,7 +6,7 @@ import shutil
 
 import optuna
 import pytest
-from conftest import cli, read_json
+from conftest import cli, problem_for, read_json
 
 ADAPT = [
     "--image-size",
@@ -23,7 +23,7 @@ ADAPT = [
 
 @pytest.fixture(scope="session")
 def mnist(tmp_path_factory):
-    from autotransfer.demo import export_mnist
+    from autotransfer.features.demo import export_mnist
 
     return export_mnist(str(tmp_path_factory.mktemp("data") / "mnist"), per_class=20)
 
@@ -96,21 +96,14 @@ def test_objective_reads_no_target_label(digits, mnist, tmp_path):
 
 
 def test_target_streams_carry_no_labels(digits, mnist, tmp_path):
-    from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
+    from autotransfer.engine.streams import streams
 
-    search = Search(
-        SearchConfig(
-            data=str(digits),
-            output=str(tmp_path / "o"),
-            target_unlabeled=str(mnist),
-            backbones=["tf_efficientnet_lite0"],
-            image_size=32,
-        )
+    problem = problem_for(
+        digits, tmp_path, target_unlabeled=str(mnist), backbones=["tf_efficientnet_lite0"], image_size=32
     )
-    streams = search.streams({"image_size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3})
-    assert streams["target"].labels is None and streams["target_val"].labels is None
-    assert search.target.labels is None
+    made = streams(problem, {"image_size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    assert made["target"].labels is None and made["target_val"].labels is None
+    assert problem.inputs.target.labels is None
 
 
 def test_multitask_trains_aux_heads_and_exports_plain_model(digits, mnist, tmp_path):
@@ -149,7 +142,7 @@ def test_verdict_says_plainly_when_transfer_did_not_help():
     from optuna.distributions import FloatDistribution
     from optuna.trial import create_trial
 
-    from autotransfer.results import transfer_verdict
+    from autotransfer.engine.results import transfer_verdict
 
     study = optuna.create_study(direction="maximize")
     dist = {"x": FloatDistribution(0, 1)}

@@ -61,7 +61,7 @@ def _png_header(path: Path, width: int, height: int) -> None:
 def messy(tmp_path_factory):
     """Digits with every kind of damage and oddity a real folder has; returns (data, good items, bad
     items)."""
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     root = export_digits(str(tmp_path_factory.mktemp("messy") / "data"), per_class=10)
     os.rename(root / "7", root / "sieben-ü")  # a non-ASCII class name

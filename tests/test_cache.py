@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
+from conftest import problem_for, trainer_for
 
-from autotransfer import cache
+from autotransfer.training import cache
 
 LP = {"strategy": "linear-probe", "linear-probe.lr": 0.03}
 PARTIAL = {
@@ -21,46 +22,45 @@ PARTIAL = {
 }
 
 
-def make_search(digits, tmp_path, **overrides):
-    from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
-
-    options = {"backbones": ["tf_efficientnet_lite0"], "image_size": 32, "quiet": True} | overrides
-    return Search(SearchConfig(data=str(digits), output=str(tmp_path / "o"), **options))
+def make_problem(digits, tmp_path, **overrides):
+    options = {"backbones": ["tf_efficientnet_lite0"], "image_size": 32} | overrides
+    return problem_for(digits, tmp_path, **options)
 
 
-def run(search, params, epochs=3):
+def run(problem, params, epochs=3):
     base = {"backbone": "tf_efficientnet_lite0", "batch_size": 32, "weight_decay": 1e-4, "epochs": epochs}
-    trainer, _ = search.build_trial(optuna.trial.FixedTrial(base | params))
+    trainer = trainer_for(problem, base | params)
     return trainer, trainer.fit()
 
 
 def test_hits_and_misses(digits, tmp_path):
-    cache.activations.clear()
-    search = make_search(digits, tmp_path)
-    run(search, LP)
-    assert (cache.activations.hits, cache.activations.misses) == (0, 2)  # train and val computed once
-    run(search, LP | {"linear-probe.lr": 0.01})
-    assert (cache.activations.hits, cache.activations.misses) == (2, 2)  # another trial reuses them
-    run(search, PARTIAL | {"partial-finetune.freeze_depth": 4})
-    assert cache.activations.misses == 4  # another depth misses
-    run(search, PARTIAL | {"partial-finetune.freeze_depth": 4})
-    assert (cache.activations.hits, cache.activations.misses) == (4, 4)
-    run(make_search(digits, tmp_path / "size", image_size=40), LP)
-    assert cache.activations.misses == 6  # other preprocessing misses
-    run(make_search(digits, tmp_path / "seed", seed=1), LP)
-    assert cache.activations.misses == 8  # another split misses
-    run(search, PARTIAL | {"partial-finetune.freeze_depth": 4, "augment": "light"})
-    assert cache.activations.misses == 8 and cache.activations.hits == 4  # augmenting never caches
+    problem = make_problem(digits, tmp_path, image_size=None)  # the resolution is searched
+    activations = problem.caches.activations
+    run(problem, LP | {"image_size": 32})
+    assert (activations.hits, activations.misses) == (0, 2)  # train and val computed once
+    run(problem, LP | {"image_size": 32, "linear-probe.lr": 0.01})
+    assert (activations.hits, activations.misses) == (2, 2)  # another trial reuses them
+    run(problem, PARTIAL | {"image_size": 32, "partial-finetune.freeze_depth": 4})
+    assert activations.misses == 4  # another depth misses
+    run(problem, PARTIAL | {"image_size": 32, "partial-finetune.freeze_depth": 4})
+    assert (activations.hits, activations.misses) == (4, 4)
+    run(problem, LP | {"image_size": 64})
+    assert activations.misses == 6  # another resolution misses
+    run(problem, PARTIAL | {"image_size": 32, "partial-finetune.freeze_depth": 4, "augment": "light"})
+    assert activations.misses == 6 and activations.hits == 4  # augmenting never caches
+    # another split is another search, with caches of its own: nothing leaks between searches
+    other = make_problem(digits, tmp_path / "seed", seed=1)
+    run(other, LP)
+    assert (other.caches.activations.hits, other.caches.activations.misses) == (0, 2)
+    assert (activations.hits, activations.misses) == (4, 6)
 
 
 @pytest.mark.parametrize(
     "params", [LP, PARTIAL | {"partial-finetune.freeze_depth": 5}], ids=["linear-probe", "partial"]
 )
 def test_same_results_with_and_without_cache(params, digits, tmp_path):
-    cache.activations.clear()
-    cached, metric_cached = run(make_search(digits, tmp_path / "a"), params)
-    plain, metric_plain = run(make_search(digits, tmp_path / "b", cache=False), params)
+    cached, metric_cached = run(make_problem(digits, tmp_path / "a"), params)
+    plain, metric_plain = run(make_problem(digits, tmp_path / "b", cache=False), params)
     assert cached.cached_depth > 0 and plain.cached_depth == 0
     assert metric_cached == pytest.approx(metric_plain, abs=1.5 / len(cached.val.labels))
     assert torch.allclose(cached.model.head.weight, plain.model.head.weight, atol=1e-3)
@@ -120,7 +120,7 @@ def test_rank_orders_backbones_and_seeds_the_first_trials(digits, tmp_path):
 def test_logme_prefers_informative_features():
     import numpy as np
 
-    from autotransfer.rank import logme
+    from autotransfer.engine.rank import logme
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import optuna
 import pytest
 import torch
-from conftest import FAST, cli, read_json
+from conftest import FAST, cli, problem_for, read_json, trainer_for
 
 
 def build(digits, tmp_path, params):
-    from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
-
-    search = Search(
-        SearchConfig(
-            data=str(digits),
-            output=str(tmp_path / "o"),
-            backbones=["tf_efficientnet_lite0"],
-            image_size=32,
-            quiet=True,
-        )
-    )
+    problem = problem_for(digits, tmp_path, backbones=["tf_efficientnet_lite0"], image_size=32)
     base = {"backbone": "tf_efficientnet_lite0", "batch_size": 32, "weight_decay": 1e-6, "augment": "off"}
-    trainer, _ = search.build_trial(optuna.trial.FixedTrial(base | params))
-    return trainer
+    return trainer_for(problem, base | params)
 
 
 def test_gradual_unfreeze_changes_what_trains_over_epochs(digits, tmp_path):
@@ -48,9 +35,13 @@ def test_gradual_unfreeze_changes_what_trains_over_epochs(digits, tmp_path):
         snapshots.append([[p.detach().clone() for p in group] for group in backbone.group_parameters()])
         original(model, epoch)
 
+    def snapshot_after_last(epoch, metric, extra):  # fit() then restores the best epoch's weights
+        if epoch == trainer.config.epochs:
+            snapshots.append([[p.detach().clone() for p in group] for group in backbone.group_parameters()])
+
     trainer.plan.on_epoch_start = snapshot_then_start
+    trainer.report = snapshot_after_last
     trainer.fit()
-    snapshots.append([[p.detach().clone() for p in group] for group in backbone.group_parameters()])
 
     def changed(epoch, group):  # did group's weights move during epoch (0-based)?
         before, after = snapshots[epoch][group], snapshots[epoch + 1][group]
@@ -89,7 +80,7 @@ def test_layerwise_rates_reach_the_optimiser(digits, tmp_path):
 
 
 def test_five_shot_search_finishes_and_reports(tmp_path):
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     data = export_digits(str(tmp_path / "five"), per_class=5)
     out = tmp_path / "out"
@@ -124,9 +115,7 @@ def test_two_shot_classes_split_without_test(tmp_path):
 
 # learning from less data --------------------------------------------------------------------
 def test_shots_shrink_only_the_training_split(digits, tmp_path):
-    from autotransfer.config import SearchConfig
     from autotransfer.data import split_to_items
-    from autotransfer.engine import Search
 
     out = tmp_path / "two-shot"
     cli(
@@ -146,7 +135,7 @@ def test_shots_shrink_only_the_training_split(digits, tmp_path):
         *FAST,
     )
     shrunk = read_json(out / "split.json")
-    whole = Search(SearchConfig(data=str(digits), backbones=["tf_efficientnet_lite0"]), open_study=False)
+    whole = problem_for(digits, tmp_path / "whole", backbones=["tf_efficientnet_lite0"])
     full = split_to_items(whole.dataset, whole.split)
     assert shrunk["val"] == full["val"] and shrunk["test"] == full["test"]
     assert set(shrunk["train"]) < set(full["train"]) and len(shrunk["train"]) == 20
@@ -213,6 +202,6 @@ def test_a_batch_accumulated_over_micro_batches_trains_the_same(digits, tmp_path
     ],
 )
 def test_largest_batch_that_fits(fixed_gb, per_example_mb, free_gb, expected):
-    from autotransfer.train import largest_batch
+    from autotransfer.training.memory import largest_batch
 
     assert largest_batch(fixed_gb * 2**30, per_example_mb * 2**20, free_gb * 2**30) == expected

@@ -36,7 +36,7 @@ N_TRIALS = 4
 
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=12)
 

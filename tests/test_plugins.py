@@ -15,7 +15,7 @@ from conftest import cli, read_json
 
 from autotransfer import hookimpl
 from autotransfer.errors import PluginError, UserError
-from autotransfer.plugins import ALLOW_ENV, BLOCK_ENV, ENTRY_POINT_GROUP, get_host, reset_host
+from autotransfer.plugins import ALLOW_ENV, BLOCK_ENV, ENTRY_POINT_GROUP, default_host, reset_host
 from autotransfer.specs import IMAGE, BackboneSpec, StrategySpec, TaskSpec
 from autotransfer.testing import (
     TINY_BACKBONE,
@@ -43,7 +43,7 @@ def _fresh_host():
 
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory) -> Path:
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=4)
 
@@ -98,7 +98,7 @@ def test_entry_points_are_discovered_without_installing(monkeypatch, tmp_path):
         "strategies": ["top-group"],
     }
     assert described["strategies"]["source"] == "autotransfer"  # bundled plugins come the same way
-    assert get_host().registry.owner[("strategies", "top-group")] == "topgroup"
+    assert default_host().registry.owner[("strategies", "top-group")] == "topgroup"
 
 
 def test_block_and_allow_installed_plugins_by_name(monkeypatch):
@@ -200,8 +200,8 @@ def test_a_local_file_does_not_shadow_an_installed_module(tmp_path):
 def test_register_plugin_for_one_block_only():
     with register_plugin(TinyBackbonePlugin(), name="tiny") as host:
         assert host.registry.owner[("backbones", TINY_BACKBONE)] == "tiny"
-    assert TINY_BACKBONE not in get_host().registry.names("backbones")
-    assert "tiny" not in {p["name"] for p in get_host().describe()}
+    assert TINY_BACKBONE not in default_host().registry.names("backbones")
+    assert "tiny" not in {p["name"] for p in default_host().describe()}
 
 
 # listings --------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_plugins_lists_every_plugin_with_what_it_registered():
     assert by_name["timm"]["hooks"] == ["register_backbones", "resolve_backbone"]
     assert by_name["image"]["tasks"] == ["image-classification"]
     registered = {name for p in described for name in p.get("strategies", [])}
-    assert registered == set(get_host().registry.names("strategies"))
+    assert registered == set(default_host().registry.names("strategies"))
 
 
 # errors name the plugin -----------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_a_broken_installed_plugin_is_named_in_one_line(monkeypatch, tmp_path, c
     source, message = BROKEN[case]
     fake_entry_points(monkeypatch, tmp_path, broken=source)
     with pytest.raises(PluginError) as error:
-        _ = get_host().registry
+        _ = default_host().registry
     assert message in str(error.value)
     reset_host()
     output = cli("backbones", expect=2).output  # as a user sees it: one line, no traceback
@@ -375,7 +375,7 @@ def test_hook_register_backbones(autotransfer_plugin):
             )
 
     autotransfer_plugin(Plugin(), name="hooked")
-    host = get_host()
+    host = default_host()
     assert host.backbone("ht") is host.backbone("hooked-tiny")
     assert host.backbone("ht").build(pretrained=True).feature_dim == 16
     rows = json.loads(cli("backbones", "hooked-*", "--json").output)
@@ -457,7 +457,7 @@ def test_hook_resolve_backbone(autotransfer_plugin):
 
     autotransfer_plugin(Resolver(16), name="first")
     autotransfer_plugin(Resolver(99), name="second")  # called first, as pluggy calls the latest first
-    host = get_host()
+    host = default_host()
     assert host.backbone("tiny@anything").feature_dim == 99
     assert host.backbone("tf_efficientnet_lite0").name == "tf_efficientnet_lite0"  # registered names first
     with pytest.raises(
@@ -478,7 +478,7 @@ def test_hook_resolve_backbone(autotransfer_plugin):
 # the example third-party plugin ------------------------------------------------------------------------
 def write_image_csv(folder: Path, per_class: int = 4) -> Path:
     """The image-csv layout: digit PNGs in one folder, listed in labels.csv with their labels."""
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     images = export_digits(str(folder / "images"), per_class=per_class)
     table = folder / "labels.csv"

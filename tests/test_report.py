@@ -18,7 +18,7 @@ from conftest import cli, read_json
 from PIL import Image
 
 from autotransfer.benchmark import ranks, summarise
-from autotransfer.report import SECTIONS, parameter_importances
+from autotransfer.features.report import SECTIONS, parameter_importances
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
 METHODS = ["autotransfer", "default-recipe", "linear-probe", "random-search", "top-ranked"]
@@ -377,7 +377,7 @@ def open_in_chromium(page: Path, tmp_path: Path, *extra: str) -> tuple[str, list
 
 def test_chromium_catches_a_broken_image(tmp_path):
     """The browser check can fail: a page whose image does not decode logs a console error."""
-    from autotransfer.page import Section, render
+    from autotransfer.features.page import Section, render
 
     broken = tmp_path / "broken.html"
     broken.write_text(

@@ -19,7 +19,8 @@ def test_search_writes_every_output(digits_search):
     ):
         assert (out / name).is_file(), name
     board = pd.read_csv(out / "leaderboard.csv")
-    assert len(board) == 6
+    assert len(board[~board.reference]) == 6  # --n-trials counts searched trials; the reference is extra
+    assert board.reference.sum() == 1
     assert set(board.columns) >= {"number", "state", "backbone", "strategy", "value", "duration_s", "params"}
     best = read_json(out / "best.json")
     assert best["backbone"] == "tf_efficientnet_lite0"
@@ -70,8 +71,10 @@ def test_resume_adds_trials_without_repeating(digits, tmp_path):
     first = optuna.load_study(study_name="autotransfer", storage=storage).trials
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", *FAST)
     after = optuna.load_study(study_name="autotransfer", storage=storage).trials
-    assert [t.number for t in after] == [0, 1, 2, 3, 4]
-    for old, new in zip(first, after[:3]):
+    searched = [t for t in after if not t.user_attrs.get("reference")]
+    assert [t.number for t in after] == list(range(len(after))) and len(searched) == 5
+    assert sum(bool(t.user_attrs.get("reference")) for t in after) <= 1  # the reference runs once at most
+    for old, new in zip(first, after[: len(first)]):
         assert (old.state, old.value, old.params, old.datetime_start) == (
             new.state,
             new.value,
@@ -80,7 +83,7 @@ def test_resume_adds_trials_without_repeating(digits, tmp_path):
         )
     # the same command again has nothing left to do and keeps everything
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", *FAST)
-    assert len(optuna.load_study(study_name="autotransfer", storage=storage).trials) == 5
+    assert len(optuna.load_study(study_name="autotransfer", storage=storage).trials) == len(after)
 
 
 def test_pretrained_linear_probe_beats_random_weights(digits, tmp_path):

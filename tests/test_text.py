@@ -31,7 +31,7 @@ def bbc(tmp_path_factory) -> Path:
 def bbc_search(bbc, tmp_path_factory) -> Path:
     """One search over four strategies, one trial each, pinned by enqueueing so each surely runs."""
     from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
+    from autotransfer.engine.run import Search
     from autotransfer.plugins import reset_host
 
     out = tmp_path_factory.mktemp("search") / "out"
@@ -49,12 +49,12 @@ def bbc_search(bbc, tmp_path_factory) -> Path:
         pruning=False,
         quiet=True,
     )
-    search = Search(config)
-    search.study.enqueue_trial(
+    search = Search.open(config)
+    search.study.study.enqueue_trial(
         {"strategy": "linear-probe", "linear-probe.lr": 0.03, "epochs": 2, "batch_size": 16}
     )
     for strategy in ("lora", "bitfit", "partial-finetune"):
-        search.study.enqueue_trial(
+        search.study.study.enqueue_trial(
             {"strategy": strategy, f"{strategy}.lr": 1e-3, "epochs": 1, "batch_size": 16}
         )
     search.run()
@@ -114,9 +114,9 @@ def test_pretrained_linear_probe_beats_random_weights(bbc, tmp_path):
 
 # the backbone surface ------------------------------------------------------------------------------
 def test_minilm_layer_groups_and_pooling():
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
 
-    host = get_host()
+    host = default_host()
     mean = host.backbone("all-MiniLM-L6-v2").build(pretrained=True)
     cls = host.backbone("all-MiniLM-L6-v2:cls").build(pretrained=True)
     assert len(mean.layer_groups) == 7 and len(cls.layer_groups) == 8  # embeddings, 6 layers (, pooler)
@@ -139,9 +139,9 @@ def test_minilm_layer_groups_and_pooling():
 
 
 def test_random_init_builds_the_same_architecture():
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
 
-    spec = get_host().backbone(MINILM)
+    spec = default_host().backbone(MINILM)
     pre, rand = spec.build(pretrained=True).state_dict(), spec.build(pretrained=False).state_dict()
     assert pre.keys() == rand.keys()
     assert not torch.equal(
@@ -153,12 +153,12 @@ def test_random_init_builds_the_same_architecture():
 def test_a_local_transformers_folder_is_a_backbone(tmp_path):
     from transformers import AutoModel
 
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
     from autotransfer_hf import _minilm_path
 
     folder = tmp_path / "my-encoder"
     AutoModel.from_pretrained(_minilm_path()).save_pretrained(folder)
-    spec = get_host().backbone(f"{folder}:cls")
+    spec = default_host().backbone(f"{folder}:cls")
     assert spec.modality == "text" and spec.feature_dim == 384
     assert len(spec.build(pretrained=True).layer_groups) == 8
 
@@ -166,10 +166,10 @@ def test_a_local_transformers_folder_is_a_backbone(tmp_path):
 # the strategies ------------------------------------------------------------------------------------
 def _model(name: str = "all-MiniLM-L6-v2"):
     from autotransfer.backbone import TransferModel
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
 
     torch.manual_seed(0)
-    return TransferModel(get_host().backbone(name).build(pretrained=True), 3)
+    return TransferModel(default_host().backbone(name).build(pretrained=True), 3)
 
 
 def _context(model):
@@ -182,7 +182,7 @@ def _context(model):
 
 def test_lora_trains_adapters_and_exports_a_plain_model():
     from autotransfer.backbone import TransferModel
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
     from autotransfer_peft import adaptable_modules, prepare_lora
     from autotransfer_text import tokenize
 
@@ -210,7 +210,7 @@ def test_lora_trains_adapters_and_exports_a_plain_model():
         adapted = model(x)
     exported = plan.export(model)
     assert set(exported.state_dict()) == plain_keys
-    fresh = TransferModel(get_host().backbone(MINILM).build(pretrained=False), 3)
+    fresh = TransferModel(default_host().backbone(MINILM).build(pretrained=False), 3)
     fresh.load_state_dict(exported.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), adapted, atol=1e-4, rtol=1e-4)
@@ -381,8 +381,8 @@ def test_text_data_takes_only_text_backbones(tmp_path, bbc, digits):
         "image",
     )
     from autotransfer.config import SearchConfig
-    from autotransfer.engine import pick_backbones
-    from autotransfer.plugins import get_host
+    from autotransfer.engine.candidates import pick_backbones
+    from autotransfer.plugins import default_host
 
-    defaults = pick_backbones(get_host(), SearchConfig(data=str(bbc)), "text")
+    defaults = pick_backbones(default_host(), SearchConfig(data=str(bbc)), "text")
     assert {s.name for s in defaults} == {MINILM, f"{MINILM}:cls"}

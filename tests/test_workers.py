@@ -34,7 +34,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
-    from autotransfer.demo import export_digits
+    from autotransfer.features.demo import export_digits
 
     return export_digits(str(tmp_path_factory.mktemp("data") / "digits"), per_class=12)
 

@@ -70,22 +70,46 @@ def detect(path: str) -> bool:
 
 def _check_image(path: Path) -> str | None:
     """None when the file decodes, else the reason."""
+    return _inspect(path)[0]
+
+
+def _inspect(path: Path) -> tuple[str | None, int | None]:
+    """(None, the longer side in pixels) when the file decodes, else (the reason, None)."""
     from PIL import Image
 
     try:
         if path.stat().st_size == 0:
-            return "empty file"
+            return "empty file", None
         with Image.open(path) as image:
             image.load()
-        return None
+            return None, max(image.size)
     except Image.DecompressionBombError as exc:
-        return f"too large to decode safely ({exc}); downscale it"
+        return f"too large to decode safely ({exc}); downscale it", None
     except OSError as exc:
         if exc.errno is not None:  # unreadable: permissions, a link loop, a dangling link
-            return f"cannot read it ({exc.strerror})"
-        return f"cannot decode it ({exc})".splitlines()[0]
+            return f"cannot read it ({exc.strerror})", None
+        return f"cannot decode it ({exc})".splitlines()[0], None
     except Exception as exc:  # PIL raises many types for broken files
-        return f"cannot decode it ({type(exc).__name__}: {exc})".splitlines()[0]
+        return f"cannot decode it ({type(exc).__name__}: {exc})".splitlines()[0], None
+
+
+#: how many sizes the search tries, and their step: EfficientNet-style networks halve the side five times
+N_SIZES = 4
+SIZE_STEP = 32
+
+
+def input_sizes(dataset, native: int) -> list[int]:
+    """Resolutions worth searching: up to four, from the images' own size (rounded up to a multiple
+    of 32, at least 32) to the backbone's ``native`` one, evenly spread on a log scale. Images as
+    large as the backbone's own get half that size too: a cheaper, coarser look."""
+    native = int(native)
+    own = dataset.input_size or native
+    low = min(native, max(SIZE_STEP, -(-own // SIZE_STEP) * SIZE_STEP))
+    if low >= native:
+        return sorted({max(SIZE_STEP, native // 2 // SIZE_STEP * SIZE_STEP), native})
+    points = [low * (native / low) ** (i / (N_SIZES - 1)) for i in range(N_SIZES)]
+    sizes = {min(native, max(low, round(p / SIZE_STEP) * SIZE_STEP)) for p in points}
+    return sorted(sizes | {native})
 
 
 def load(path: str, config=None):
@@ -111,14 +135,15 @@ def load(path: str, config=None):
         files += images
         labels += [len(classes) - 1] * len(images)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        problems = list(pool.map(_check_image, files))
-    notes, kept_files, kept_labels = [], [], []
-    for file, label, problem in zip(files, labels, problems):
+        inspected = list(pool.map(_inspect, files))
+    notes, kept_files, kept_labels, sides = [], [], [], []
+    for file, label, (problem, side) in zip(files, labels, inspected):
         if problem:
             notes.append(f"skipped {_item_name(file)}: {problem}")
         else:
             kept_files.append(file)
             kept_labels.append(label)
+            sides.append(side)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     if notes:
@@ -139,6 +164,7 @@ def load(path: str, config=None):
         encode=lambda indices, preprocessing: encode_files([kept_files[i] for i in indices], preprocessing),
         prepare=prepare,
         notes=notes,
+        input_size=sorted(sides)[len(sides) // 2] if sides else None,
     )
     from autotransfer.data import check_labels
 
@@ -266,5 +292,8 @@ def register_tasks(register):
             load=load,
             load_unlabeled=load_unlabeled,
             layouts=("DATA/CLASS_NAME/IMAGE_FILE",),
+            augmentations=("off", "light", "strong"),
+            size_key="image_size",
+            input_sizes=input_sizes,
         )
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autotransfer import hookimpl
-from autotransfer.specs import StrategySpec
+from autotransfer.specs import PROBE, REFERENCE, StrategySpec
 
 __version__ = "0.1.0"
 
@@ -74,6 +74,8 @@ def register_strategies(register):
             description="freeze the whole backbone, train a linear head on its features",
             prepare=prepare_linear_probe,
             lr_range=(1e-3, 3e-1),
+            role=PROBE,
+            warm_start={"lr": 0.03},
         )
     )
     register(
@@ -110,5 +112,7 @@ def register_strategies(register):
             prepare=lambda model, params, context: prepare_full(model, {}, context),
             lr_range=(1e-4, 1e-2),
             pretrained=False,
+            role=REFERENCE,
+            warm_start={"lr": 1e-3},
         )
     )

@@ -42,11 +42,9 @@ TEXT_NAMES = (
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "topic", "sentiment", "intent", "y", "tag")
 
 
-def _option(config, name: str):
-    """A setting from a SearchConfig, the exported model's config dict, or nothing."""
-    if config is None:
-        return None
-    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+def _option(options, name: str):
+    """A setting from the ``TaskOptions`` the search passes (None when not given)."""
+    return getattr(options, name, None)
 
 
 # reading files --------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 
 # a backbone: EfficientNet-Lite0 with generalised-mean pooling ---------------------------------
 def _lite0():
-    from autotransfer.plugins import get_host
+    from autotransfer.plugins import default_host
 
-    return get_host().backbone("tf_efficientnet_lite0")
+    return default_host().backbone("tf_efficientnet_lite0")
 
 
 def build_lite0_gem(pretrained: bool = True):

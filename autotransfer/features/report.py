@@ -11,10 +11,10 @@ from pathlib import Path
 
 import optuna
 
+from ..engine.results import leaderboard_rows, transfer_verdict
+from ..errors import UserError
 from . import plots
-from .errors import UserError
 from .page import Section, cards, esc, fmt, image, md_table, render, render_markdown, table
-from .results import leaderboard_rows, transfer_verdict
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 SECTIONS = (

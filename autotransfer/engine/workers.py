@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import SearchConfig, with_driver
-from .errors import UserError
+from ..config import SearchConfig, with_driver
+from ..errors import UserError
 
 
 def parse_devices(text: str) -> list[str]:
@@ -38,52 +38,51 @@ def _worker_env(device: str, n_cpu_workers: int) -> dict:
     return env
 
 
-def run_workers(config: SearchConfig, devices: Sequence[str]):
+def run_workers(config: SearchConfig, devices: Sequence[str], *, started: float | None = None, host=None):
     """Open the study here (split, first trials), run one worker process per device on it, then
-    export the best model once, from this process."""
-    from .engine import Search, SearchResult
-    from .progress import Progress
-    from .results import write_leaderboard
+    export the best model once, from this process. The workers share this command's budget."""
+    from .budget import Clock
+    from .run import Search, quiet_optuna
 
     here = "cpu" if devices[0] == "cpu" else f"cuda:{devices[0]}"
-    search = Search(dataclasses.replace(config, device=here))
-    search._enqueue_first_trials()
-    progress = Progress(
-        total=config.n_trials,
-        already=search.counted_trials(),
-        timeout=config.timeout,
-        quiet=config.quiet,
-        metric=search.metric,
-    )
-    progress.start(search)
-    say = progress._print
-    say(f"  workers: {len(devices)}, one a device ({', '.join(devices)})")
+    clock = Clock.start(config.budget_seconds, started)
+    with quiet_optuna():
+        search = Search.open(dataclasses.replace(config, device=here), host=host, clock=clock)
+        search.progress.start(search.problem, config.storage_shown, search.budget_note())
+        try:
+            search.prepare()
+            search.progress.say(f"  workers: {len(devices)}, one a device ({', '.join(devices)})")
+            codes = _run_children(config, devices, clock.started)
+            for device, code in zip(devices, codes):
+                if code != 0:
+                    search.progress.say(
+                        f"warning: the worker on device {device} exited with code {code}; "
+                        "its finished trials are kept"
+                    )
+        finally:
+            search.close()
+        return search.finish()
+
+
+def _run_children(config: SearchConfig, devices: Sequence[str], started: float) -> list[int]:
     n_cpu = sum(d == "cpu" for d in devices) or 1
     procs = []
     for device in devices:
         child = dataclasses.replace(config, device="cpu" if device == "cpu" else "cuda")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "autotransfer.workers", json.dumps(child.to_dict())],
-                env=_worker_env(device, n_cpu),
-            )
-        )
+        command = [
+            sys.executable,
+            "-m",
+            "autotransfer.engine.workers",
+            json.dumps(child.to_dict()),
+            repr(started),
+        ]
+        procs.append(subprocess.Popen(command, env=_worker_env(device, n_cpu)))
     try:
-        codes = [p.wait() for p in procs]
+        return [p.wait() for p in procs]
     except KeyboardInterrupt:  # the workers got the same Ctrl-C: let them record their trials
         for p in procs:
             p.wait()
         raise
-    for device, code in zip(devices, codes):
-        if code != 0:
-            say(
-                f"warning: the worker on device {device} exited with code {code}; "
-                "its finished trials are kept"
-            )
-    write_leaderboard(search.study, search.out / "leaderboard.csv")
-    best = search.finalize()
-    progress.finish(best)
-    return SearchResult(out_dir=search.out, best=best, study=search.study)
 
 
 def export_best(
@@ -93,14 +92,18 @@ def export_best(
     study_name: str = "autotransfer",
     data: str | None = None,
     device: str = "auto",
-    plugins: Sequence[str] = (),
+    host=None,
 ) -> dict | None:
     """Write the study's best model, best.json and leaderboard.csv into ``out_dir``, retraining the
     best configuration when its checkpoint lives on another machine."""
     import optuna
 
-    from .engine import Search
+    from ..plugins import default_host
+    from .finalize import finalize
+    from .problem import open_problem
     from .results import write_leaderboard
+    from .run import quiet_optuna
+    from .study import SearchStudy
 
     if storage is None:
         db = Path(out_dir) / "study.db"
@@ -127,18 +130,27 @@ def export_best(
         storage=storage,
         study_name=study_name,
         device=device,
-        plugins=[*options.get("plugins", []), *plugins],
     )
-    search = Search(SearchConfig(**options))
-    write_leaderboard(search.study, search.out / "leaderboard.csv")
-    return search.finalize()
+    config = SearchConfig(**options)
+    host = host or default_host(config.plugins)
+    with quiet_optuna():
+        searched = SearchStudy.open(config)
+        problem = open_problem(config, host, persisted=searched)
+        try:
+            write_leaderboard(searched.study, config.out_dir / "leaderboard.csv")
+            return finalize(problem, searched)
+        finally:
+            problem.close()
 
 
 def _worker_main(argv: list[str]) -> int:
-    from .engine import Search
+    from .budget import Clock
+    from .run import Search, quiet_optuna
 
     try:
-        Search(SearchConfig(**json.loads(argv[0]))).run(finalize=False)
+        config = SearchConfig(**json.loads(argv[0]))
+        with quiet_optuna():
+            Search.open(config, clock=Clock.start(config.budget_seconds, float(argv[1]))).run(finalize=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

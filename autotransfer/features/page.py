@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 # nothing may load from anywhere but the page itself: the report is safe to forward and open offline
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"

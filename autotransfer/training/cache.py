@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .memory import MemoryModel
 
 
 def nbytes(value: Any) -> int:
@@ -34,6 +37,9 @@ class Cache:
     @property
     def used_bytes(self) -> int:
         return sum(nbytes(v) for v in self.entries.values())
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.entries or key in self.spilled
 
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         if key in self.entries:
@@ -90,7 +96,20 @@ class Cache:
         self.hits = self.misses = self.disk_hits = 0
 
 
-#: decoded inputs, per dataset and preprocessing
-inputs = Cache(max_bytes=8 << 30)
-#: activations at a frozen boundary, per backbone, depth, split and preprocessing
-activations = Cache(max_bytes=4 << 30)
+@dataclass
+class Caches:
+    """What one search computes once and reuses across its trials, dropped with the search:
+    decoded inputs, frozen-prefix activations and the GPU memory model."""
+
+    inputs: Cache
+    activations: Cache
+    memory: MemoryModel = field(default_factory=MemoryModel)
+
+    @classmethod
+    def create(cls, *, activation_bytes: int = 4 << 30, spill_dir: Path | None = None) -> Caches:
+        return cls(inputs=Cache(max_bytes=8 << 30), activations=Cache(activation_bytes, spill_dir=spill_dir))
+
+    def clear(self) -> None:
+        """Free memory and delete spilled files (valid only inside this process)."""
+        self.inputs.clear()
+        self.activations.clear()

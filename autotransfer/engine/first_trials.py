@@ -1,0 +1,169 @@
+"""The trials a search starts from, and the random-init reference it checks transfer against.
+
+First trials (enqueued once, by the worker that created the study): the probe strategy (a linear
+probe) on every backbone, best-ranked first (their frozen features are computed once and reused, so
+after the first they cost little), then one trial of each strategy the user named or the data calls
+for (adaptation with target data, multi-task with related tasks), so it runs early however small
+the budget.
+
+The reference (the REFERENCE strategy: the same architecture from random weights) is bounded: once
+a few transfer trials have finished, it gets the median transfer trial's cost (with a budget: at
+least 5% and at most 10% of it), at the resolution and on the backbone of the best transfer trial, as
+many epochs as are predicted to fit, and runs only when one fits (without a budget: one epoch at
+least). It is stopped at its allowance like a trial at the budget. ``best.json`` then compares the
+two at equal cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import optuna
+
+from ..specs import PROBE, REFERENCE, StrategySpec
+from . import pricing
+from .budget import Clock
+from .cost import CostModel, Query
+from .problem import Problem
+from .study import SearchStudy
+
+#: transfer trials to finish before the reference is planned (fewer when --n-trials is smaller)
+BEFORE_REFERENCE = 3
+#: the reference's allowance, as shares of the whole budget: at least the first, at most the second
+REFERENCE_FLOOR = 0.05
+REFERENCE_SHARE = 0.1
+
+
+def warm_params(
+    problem: Problem, strategy: StrategySpec, backbone: str, size: int | None, epochs: int | None = None
+) -> dict:
+    """Parameters for an enqueued trial of ``strategy``: its warm-start knobs; the rest is sampled."""
+    params: dict = {"backbone": backbone, "weight_decay": 1e-4}
+    if strategy.name in problem.strategy_by_name:
+        params["strategy"] = strategy.name
+    params |= {f"{strategy.name}.{knob}": value for knob, value in strategy.warm_start.items()}
+    if epochs is not None:
+        params["epochs"] = epochs
+    if size is not None and len(problem.input_sizes) > 1:
+        params[problem.task.size_key] = size
+    return params
+
+
+def enqueue_first_trials(
+    problem: Problem, study: SearchStudy, size: int | None, log=lambda line: None
+) -> None:
+    """Enqueue the warm starts: only in a new study, only by the worker that wrote its split."""
+    config = problem.config
+    if study.trials() or not study.wrote_split or config.sampler == "random":
+        return
+    probe = next((s for s in problem.strategies if s.role == PROBE), None)
+    order = [b.name for b in problem.backbones]
+    if probe is not None and len(order) > 1 and config.rank:
+        from .rank import rank_backbones
+
+        ranking = rank_backbones(problem, probe, size)
+        study.remember("ranking", [[r.backbone, r.logme] for r in ranking])
+        order = [r.backbone for r in ranking]
+        log("  LogME ranking: " + ", ".join(f"{r.backbone} {r.logme:.3f}" for r in ranking))
+    if probe is not None:
+        for name in order:
+            study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
+    for strategy in called_for(problem, probe):
+        study.study.enqueue_trial(warm_params(problem, strategy, order[0], size))
+
+
+def called_for(problem: Problem, probe: StrategySpec | None) -> list[StrategySpec]:
+    """Strategies that get an early trial: those named with --strategies, and those whose data the
+    user gave (target domain, related tasks)."""
+    named = set(problem.config.strategies or ())
+    return [
+        s
+        for s in problem.strategies
+        if s is not probe and s.role != REFERENCE and (s.name in named or s.needs_target or s.needs_aux)
+    ]
+
+
+class ReferencePlanner:
+    """An Optuna callback: once enough transfer trials finished, plan the bounded reference."""
+
+    def __init__(self, problem: Problem, study: SearchStudy, cost: CostModel, clock: Clock) -> None:
+        self.problem, self.study, self.cost, self.clock = problem, study, cost, clock
+        config = problem.config
+        searched = {s.name for s in problem.strategies}
+        self.reference = problem.role(REFERENCE) if config.reference and config.sampler != "random" else None
+        if self.reference is not None and self.reference.name in searched:
+            self.reference = None  # asked for by name: searched like any other strategy
+        self.needed = min(BEFORE_REFERENCE, config.n_trials or BEFORE_REFERENCE)
+
+    def pending(self) -> bool:
+        """Planned but not run yet: the search waits for it before it stops on --n-trials."""
+        return any(t.user_attrs.get("reference") for t in self.study.waiting())
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.reference is None or "reference" in study.user_attrs:
+            return
+        transfer = [t for t in self.study.trials() if not t.user_attrs.get("reference")]
+        done = [t for t in transfer if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) < self.needed:
+            return
+        # what a transfer trial costs here: the finished ones, pruned included (skipped ones ran nothing)
+        paid = [
+            t.user_attrs["duration_s"]
+            for t in transfer
+            if t.state.is_finished()
+            and "duration_s" in t.user_attrs
+            and not t.user_attrs.get("skipped")
+            and t.state != optuna.trial.TrialState.FAIL
+        ]
+        self.plan(max(done, key=lambda t: t.value), statistics.median(paid))
+
+    def plan(self, best: optuna.trial.FrozenTrial, median: float) -> None:
+        """Enqueue the reference (or record why not): as many epochs as fit its allowance, the median
+        transfer trial's cost; with a budget at least REFERENCE_FLOOR and at most REFERENCE_SHARE of it,
+        and only if one epoch fits; without a budget, at least one epoch."""
+        problem, reference, budget = self.problem, self.reference, self.clock.budget
+        cap = (
+            median if budget is None else min(max(median, REFERENCE_FLOOR * budget), REFERENCE_SHARE * budget)
+        )
+        size_key = problem.task.size_key
+        size = best.params.get(size_key) if size_key else None
+        backbone = problem.backbone_spec(best.params["backbone"])
+        size_value = pricing.size_value(problem, backbone, size)
+        counts = pricing.counts(problem)
+        query = Query(
+            backbone=backbone.name,
+            size=size_value,
+            epochs=1,
+            frozen_prefix=0,
+            cached=False,
+            n_train=counts["n_train"],
+            n_eval=counts["n_eval"],
+            batch_size=best.params.get("batch_size", 32),
+            n_decoded_inputs=counts["n_all"],
+            inputs_ready=True,
+        )
+        prediction = self.cost.predict(query)
+        epochs = prediction.epochs_within(cap, problem.config.max_epochs)
+        if budget is None and epochs < 1:  # no time limit: one epoch, so the verdict can be given
+            epochs, cap = 1, 1.5 * prediction.total(1)
+        plan = {
+            "cap_s": round(cap, 2),
+            "backbone": backbone.name,
+            "size": size,
+            "epochs": epochs,
+            "one_epoch_s": round(prediction.total(1), 2),
+            "median_transfer_s": round(median, 2),
+        }
+        if epochs < 1:
+            plan["skipped"] = (
+                f"one epoch from random weights is predicted to take {prediction.total(1):.1f} s, "
+                f"more than its allowance of {cap:.1f} s (the median transfer trial's cost, "
+                f"within {REFERENCE_FLOOR:.0%}-{REFERENCE_SHARE:.0%} of the budget)"
+            )
+            self.study.remember("reference", plan)
+            return
+        params = warm_params(problem, reference, backbone.name, size, epochs=epochs)
+        if "batch_size" in best.params:
+            params["batch_size"] = best.params["batch_size"]
+        self.study.remember("reference", plan)
+        self.study.study.enqueue_trial(params, user_attrs={"reference": reference.name, "cost_cap_s": cap})

@@ -1,0 +1,233 @@
+"""One trial inside the study: sample, predict its cost, shrink or skip it to fit the time left,
+build, train under a deadline, and record what happened. Failures are recorded with their reason
+and the search goes on; a trial the budget stops keeps its best epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+
+import optuna
+
+from ..errors import OutOfTime, TrialFailed
+from ..specs import REFERENCE
+from . import pricing
+from .budget import Clock
+from .cost import CostModel, Prediction
+from .problem import Problem
+from .progress import Progress
+from .study import SearchStudy
+from .trial import Choices, TrialInfo, build_trial, choose
+
+#: the most of the whole budget one trial may take: a search is several trials, not one bet
+TRIAL_SHARE = 0.4
+#: predictions are planned against this much of the time allowed, for their error
+SAFETY = 0.9
+
+
+class Skipped(optuna.TrialPruned):
+    """Not run: predicted not to fit the time left."""
+
+
+class Objective:
+    def __init__(
+        self, problem: Problem, study: SearchStudy, clock: Clock, cost: CostModel, progress: Progress
+    ):
+        self.problem, self.study, self.clock, self.cost, self.progress = problem, study, clock, cost, progress
+        self.checkpoints = problem.config.out_dir / "checkpoints"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        role = REFERENCE if trial.user_attrs.get("reference") else ""
+        started = time.time()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
+        try:
+            return self._run(trial, role, started)
+        except Skipped as skip:
+            trial.set_user_attr("skipped", str(skip))
+            raise
+        except optuna.TrialPruned:
+            raise
+        except OutOfTime as exc:
+            trial.set_user_attr("stopped", "budget")
+            raise optuna.TrialPruned("stopped by the budget before its first epoch ended") from exc
+        except Exception as exc:
+            raise self._failed(trial, exc) from exc
+        finally:
+            trial.set_user_attr("duration_s", round(time.time() - started, 2))
+
+    def allowed(self, trial: optuna.Trial, started: float) -> float:
+        """Seconds this trial may take from ``started``: what the budget leaves (at most a share of
+        it), and the reference's cap."""
+        allowed = self.clock.trials_left() + (time.time() - started)
+        if self.clock.budget is not None:
+            allowed = min(allowed, TRIAL_SHARE * self.clock.budget)
+        cap = trial.user_attrs.get("cost_cap_s")
+        return min(allowed, cap) if cap is not None else allowed
+
+    def _run(self, trial: optuna.Trial, role: str, started: float) -> float:
+        choices = choose(self.problem, trial, role)
+        allowed = self.allowed(trial, started)
+        guess = None
+        if self.cost.knows_backbone(choices.backbone.name):  # a grounded guess, not a blind one
+            guess = pricing.estimate(self.problem, self.cost, {**trial.params, "epochs": 1})
+        if guess is not None and guess > allowed * SAFETY and self.clock.budget is not None:
+            raise Skipped(
+                f"skipped: one epoch is predicted to take {guess:.1f} s, {allowed:.1f} s are left for it"
+            )
+        trainer, info = build_trial(self.problem, trial, role, choices)
+        self.cost.absorb(self.problem.timings)
+        prediction, epochs = self._plan(trial, trainer, choices, allowed, started)
+        trainer.report = self._reporter(trial, role, epochs)
+        who = f"{info.backbone} / {info.strategy}"
+        deadline = None if allowed == float("inf") else started + allowed
+        trainer.monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline)
+        metric, trainer = self._fit(trial, trainer, role, choices)
+        self._record(trial, trainer)
+        self._keep_if_best(trial, trainer, metric, info)
+        return metric
+
+    def _plan(
+        self, trial, trainer, choices: Choices, allowed: float, started: float
+    ) -> tuple[Prediction, int]:
+        """Predict the built trial; fewer epochs when all would not fit, skipped when none does."""
+        prediction = pricing.price_built_trial(
+            self.problem,
+            self.cost,
+            trainer,
+            choices.backbone.name,
+            pricing.size_value(self.problem, choices.backbone, choices.size),
+        )
+        spent = time.time() - started
+        epochs = prediction.epochs_within((allowed - spent) * SAFETY, choices.epochs)
+        if epochs == 0:
+            raise Skipped(
+                f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
+                f"{allowed - spent:.1f} s are left for it"
+            )
+        if epochs < choices.epochs:
+            trial.set_user_attr("epochs_shrunk_from", choices.epochs)
+            trainer.config.epochs = epochs
+        trial.set_user_attr("predicted_s", round(spent + prediction.total(epochs), 2))
+        # the parts, uncorrected, so a finished trial can teach the correction (see ``observe``)
+        trial.set_user_attr(
+            "cost",
+            {
+                "spent": round(spent, 3),
+                "fixed": prediction.fixed,
+                "epoch": prediction.per_epoch,
+                "correction": prediction.correction,
+            },
+        )
+        return prediction, epochs
+
+    def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int):
+        def report(epoch: int, metric: float, extra: dict) -> None:
+            trial.report(metric, epoch)
+            # the last epoch is never pruned: the trial has already paid for it; the reference never
+            prune = not role and epoch < last_epoch and trial.should_prune()
+            trial.set_user_attr("epochs_run", epoch)
+            if prune:
+                for key, value in extra.items():  # a storage write each: only for the epoch that counts
+                    trial.set_user_attr(key, value)
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
+
+        return report
+
+    def _fit(self, trial, trainer, role: str, choices: Choices):
+        """(metric, the trainer that reached it)."""
+        import torch
+
+        try:
+            return trainer.fit(), trainer
+        except torch.OutOfMemoryError:
+            # out of memory all the same (the fit is an estimate; other processes take memory too):
+            # retry once from the start with half the micro-batch, the same batch by accumulation
+            half = max(1, trainer.config.pass_size // 2)
+            report, monitor, epochs = trainer.report, trainer.monitor, trainer.config.epochs
+            del trainer
+            if self.problem.device.type == "cuda":
+                torch.cuda.empty_cache()
+            trial.set_user_attr("oom_retry_micro_batch", half)
+            trainer, _ = build_trial(self.problem, trial, role, choices)
+            trainer.config.micro_batch, trainer.config.epochs = half, epochs
+            trainer.report, trainer.monitor = report, monitor
+            return trainer.fit(), trainer
+
+    def _record(self, trial, trainer) -> None:
+        trial.set_user_attr("epochs_run", len(trainer.history))
+        trial.set_user_attr("best_epoch", trainer.best_epoch)
+        for key, value in trainer.history[
+            trainer.best_epoch - 1
+        ].items():  # the metrics of the epoch that counts
+            if key not in ("epoch", "val_metric"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("frozen_prefix", trainer.plan.frozen_prefix)
+        if trainer.stopped:
+            trial.set_user_attr(
+                "stopped", "the reference's cap" if trial.user_attrs.get("cost_cap_s") else "budget"
+            )
+        if trainer.config.pass_size < trainer.config.batch_size:
+            trial.set_user_attr("micro_batch", trainer.config.micro_batch)  # the batch was accumulated
+        if trainer.target_eval is not None:
+            # true target accuracy, beside the search: recorded, never returned to the optimiser
+            inputs = trainer.boundary(trainer.target_eval)
+            trial.set_user_attr("target_accuracy", trainer.evaluate(inputs, trainer.target_eval.labels))
+
+    def _keep_if_best(self, trial, trainer, metric: float, info: TrialInfo) -> None:
+        from ..export import save_weights
+
+        best = self.study.best()
+        if best is None or metric > best.value:
+            model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
+            save_weights(model, self.checkpoints / f"trial-{trial.number}.safetensors")
+            record = {
+                "backbone": info.backbone,
+                "strategy": info.strategy,
+                "preprocessing": info.preprocessing,
+            }
+            (self.checkpoints / f"trial-{trial.number}.json").write_text(json.dumps(record))
+
+    def _failed(self, trial, exc: Exception) -> TrialFailed:
+        import torch
+
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if isinstance(exc, torch.OutOfMemoryError):
+            reason = f"out of memory even at half the micro-batch: {reason}"
+        trial.set_user_attr("fail_reason", reason)
+        self.problem.config.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.problem.config.out_dir / "failures.log", "a") as log:
+            log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
+        return TrialFailed(reason)
+
+
+def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
+    """Teach the cost model from a finished trial: the predicted against the actual seconds after the
+    prediction, for the epochs it ran (trials the budget cut, or skipped, teach nothing)."""
+    attrs = trial.user_attrs
+    parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
+    if parts is None or attrs.get("stopped") or "duration_s" not in attrs or epochs < 1:
+        return
+    frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None
+    cost.observe(parts["fixed"] + parts["epoch"] * epochs, attrs["duration_s"] - parts["spent"], frozen)
+
+
+def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial) -> float | None:
+    """What the trial was predicted to cost for the epochs it ran (pruned trials ran fewer)."""
+    attrs = trial.user_attrs
+    parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
+    if parts is None or epochs < 1:
+        return None
+    return parts["spent"] + parts["correction"] * (parts["fixed"] + parts["epoch"] * epochs)
+
+
+def last_skips(study: SearchStudy, n: int) -> bool:
+    """Whether the last ``n`` finished trials were all skipped: nothing more fits."""
+    finished = [t for t in study.trials() if t.state.is_finished()]
+    return len(finished) >= n and all(t.user_attrs.get("skipped") for t in finished[-n:])
+
+
+def reason_of(trial: optuna.trial.FrozenTrial) -> str | None:
+    return trial.user_attrs.get("skipped") or trial.user_attrs.get("fail_reason")

@@ -1,0 +1,175 @@
+"""Prices for this problem's trials: turns sampled parameters (before anything is built) or a built
+trainer (after) into the cost model's queries, and measures what the model does not know yet."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..specs import PROBE
+from .cost import PROBE_EXAMPLES, CostModel, Prediction, Query, measure_optimizer, measure_rates
+from .problem import Problem
+from .streams import TARGET_SAMPLE, inputs_ready, preprocessing_key
+
+
+def size_value(problem: Problem, backbone, size: int | None) -> Any:
+    key = problem.task.size_key
+    if size is not None:
+        return size
+    preprocessing = problem.preprocessing(backbone)
+    return preprocessing.get(key, "native") if key else "native"
+
+
+def counts(problem: Problem) -> dict[str, int]:
+    inputs, split = problem.inputs, problem.split
+    target = len(inputs.target) if inputs.target is not None else 0
+    n_eval = len(split["val"]) + min(TARGET_SAMPLE, target)
+    n_all = len(problem.dataset) + target + sum(len(a) for a in inputs.aux)
+    if inputs.target_eval is not None:
+        n_all += len(inputs.target_eval)
+    extra = target + sum(len(a) for a in inputs.aux)
+    return {
+        "n_train": len(split["train"]),
+        "n_eval": n_eval,
+        "n_all": n_all,
+        "n_cached": len(split["train"]) + n_eval + extra,
+    }
+
+
+def query_from_params(problem: Problem, cost: CostModel, params: dict) -> Query | None:
+    """Before building: what a parameter set will cost, its frozen prefix guessed from the
+    strategy's role and the study's earlier trials (None when the parameters say too little)."""
+    only = lambda names: names[0] if len(names) == 1 else None  # noqa: E731 (a fixed choice is no parameter)
+    backbone_name = params.get("backbone", only([b.name for b in problem.backbones]))
+    if backbone_name not in {b.name for b in problem.backbones}:
+        return None
+    backbone = problem.backbone_spec(backbone_name)
+    strategy_name = params.get("strategy", only(sorted(problem.strategy_by_name)))
+    strategy = problem.strategy_by_name.get(strategy_name) or problem.role("reference")
+    size = params.get(problem.task.size_key) if problem.task.size_key else None
+    if size is None and problem.input_sizes:
+        size = problem.input_sizes[0]
+    size_shown = size_value(problem, backbone, size)
+    rates = cost.rates_for(backbone.name, size_shown)
+    n_groups = len(rates.forward) if rates is not None else 8
+    depth = params.get(f"{strategy.name}.freeze_depth") if strategy is not None else None
+    if depth is None:
+        is_probe = strategy is not None and strategy.role == PROBE
+        depth = cost.typical_frozen(strategy.name if strategy else "", n_groups, is_probe)
+    n = counts(problem)
+    preprocessing = problem.preprocessing(backbone, size)
+    extra = (
+        len(problem.extra_streams())
+        if strategy is not None and strategy.needs_target or (strategy is not None and strategy.needs_aux)
+        else 0
+    )
+    cached = problem.config.cache and params.get("augment", "off") == "off" and depth > 0
+    boundary = cached and _boundary_ready(problem, backbone.name, strategy, preprocessing, depth)
+    return Query(
+        backbone=backbone.name,
+        size=size_shown,
+        epochs=int(params.get("epochs", problem.config.max_epochs)),
+        frozen_prefix=depth,
+        cached=cached,
+        n_train=n["n_train"],
+        n_eval=n["n_eval"],
+        batch_size=int(params.get("batch_size", min(problem.batch_size_choices()))),
+        extra_streams=extra,
+        n_cached_inputs=n["n_cached"],
+        n_decoded_inputs=n["n_all"],
+        inputs_ready=inputs_ready(problem, preprocessing),
+        boundary_ready=boundary,
+    )
+
+
+def _boundary_ready(problem: Problem, backbone: str, strategy, preprocessing: dict, depth: int) -> bool:
+    """Whether the training split's activations at ``depth`` are in the search's cache already."""
+    if strategy is None or not strategy.pretrained or problem.config.random_init:
+        return False
+    split = problem.split["train"]
+    stream_key = (problem.dataset.fingerprint(), "train", len(split), hash(tuple(split)))
+    key = (backbone, "pretrained", preprocessing_key(preprocessing), stream_key, depth)
+    return key in problem.caches.activations
+
+
+def estimate(problem: Problem, cost: CostModel, params: dict) -> float | None:
+    """Predicted seconds of a parameter set (the sampler's cost), or None when unknown."""
+    query = query_from_params(problem, cost, params)
+    return None if query is None else cost.predict(query).total(query.epochs)
+
+
+def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any) -> Query:
+    """After building: the trainer knows its frozen prefix, what it caches and what is cached."""
+    n = counts(problem)
+    cached = trainer.cached_depth > 0
+    return Query(
+        backbone=backbone,
+        size=size,
+        epochs=trainer.config.epochs,
+        frozen_prefix=trainer.plan.frozen_prefix,
+        cached=cached,
+        n_train=n["n_train"],
+        n_eval=n["n_eval"],
+        batch_size=trainer.config.batch_size,
+        extra_streams=len(trainer.extras),
+        n_cached_inputs=n["n_cached"],
+        n_decoded_inputs=n["n_all"],
+        inputs_ready=True,  # building the trainer decoded them
+        boundary_ready=cached
+        and trainer.activations is not None
+        and trainer.boundary_key(trainer.train) in trainer.activations,
+        built=True,
+    )
+
+
+def price_built_trial(problem: Problem, cost: CostModel, trainer, backbone: str, size: Any) -> Prediction:
+    """Measure what is unknown about this backbone at this size (a few timed batches), then predict."""
+    if not cost.knows(backbone, size):
+        rates = measure_rates(
+            trainer.model,
+            trainer.train.inputs,
+            trainer.config.prepare,
+            trainer.config.preprocessing,
+            trainer.config.device,
+        )
+        cost.remember_rates(backbone, size, rates)
+    return cost.predict(query_from_trainer(problem, trainer, backbone, size))
+
+
+def prime(problem: Problem, cost: CostModel) -> None:
+    """Once per search, what the first decisions need: the optimiser's step cost on this device, and
+    the first backbone's rates at the two smallest searched sizes (on a few examples, random weights:
+    speed does not depend on them), from which the others are extrapolated until measured."""
+    import torch
+
+    from ..backbone import TransferModel
+    from ..training.batches import to_device
+
+    if "optimizer" not in cost.measured:
+        cost.remember_optimizer(measure_optimizer(problem.device))
+    backbone = problem.backbones[0]
+    examples = problem.split["train"][:PROBE_EXAMPLES]
+    model = None
+    for size in problem.input_sizes[:2] or [None]:
+        shown = size_value(problem, backbone, size)
+        if cost.knows(backbone.name, shown):
+            continue
+        if model is None:
+            with torch.random.fork_rng():
+                built = backbone.build(pretrained=False)
+            problem.built(backbone.name, built)
+            model = TransferModel(built, len(problem.dataset.classes)).to(problem.device)
+
+        preprocessing = problem.preprocessing(backbone, size)
+        sample = to_device(problem.dataset.encode(examples, preprocessing), problem.device)
+        cost.remember_rates(
+            backbone.name,
+            shown,
+            measure_rates(model, sample, problem.dataset.prepare, preprocessing, problem.device),
+        )
+
+
+def timed(function, *args, **kwargs) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - started

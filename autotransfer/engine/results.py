@@ -1,0 +1,149 @@
+"""What a search's trials say, as a table and as a verdict: leaderboard.csv (one row a trial), and
+whether transfer beat the random-init reference at equal cost."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import optuna
+
+from .. import __version__
+
+LEADERBOARD_COLUMNS = [
+    "number",
+    "state",
+    "backbone",
+    "strategy",
+    "value",
+    "epochs_run",
+    "best_epoch",
+    "duration_s",
+    "predicted_s",
+    "stopped",
+    "params",
+    "fail_reason",
+    "reference",
+]
+
+
+def _reason(t: optuna.trial.FrozenTrial) -> str | None:
+    attrs = t.user_attrs
+    reason = attrs.get("skipped") or attrs.get("fail_reason")
+    if t.state == optuna.trial.TrialState.FAIL and reason is None:
+        reason = "interrupted (Ctrl-C or the worker died)"
+    if t.state == optuna.trial.TrialState.PRUNED and reason is None:
+        reason = (
+            f"stopped by the budget before epoch {attrs.get('epochs_run', 0) + 1} ended"
+            if attrs.get("stopped")
+            else f"pruned after epoch {attrs.get('epochs_run', '?')}"
+        )
+    return reason
+
+
+def leaderboard_rows(study: optuna.Study) -> list[dict]:
+    """One row per trial that ran or was decided (trials still queued are not trials yet)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.WAITING:
+            continue
+        attrs = t.user_attrs
+        value = t.value
+        if value is None and t.intermediate_values:
+            value = max(t.intermediate_values.values())
+        rows.append(
+            {
+                "number": t.number,
+                "state": "SKIPPED" if attrs.get("skipped") else t.state.name,
+                "backbone": attrs.get("backbone", t.params.get("backbone")),
+                "strategy": attrs.get("strategy", t.params.get("strategy")),
+                "value": value,
+                "epochs_run": attrs.get("epochs_run"),
+                "best_epoch": attrs.get("best_epoch"),
+                "duration_s": attrs.get("duration_s"),
+                "predicted_s": attrs.get("predicted_s"),
+                "stopped": attrs.get("stopped"),
+                "params": json.dumps(t.params, sort_keys=True),
+                "fail_reason": _reason(t),
+                "reference": bool(attrs.get("reference")),
+            }
+        )
+    return rows
+
+
+def write_leaderboard(study: optuna.Study, path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(leaderboard_rows(study), columns=LEADERBOARD_COLUMNS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def transfer_verdict(study: optuna.Study) -> dict:
+    """Did transfer beat the random-init reference on validation, at equal cost?"""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    scratch = [t for t in complete if t.user_attrs.get("reference")]
+    transfer = [t for t in complete if not t.user_attrs.get("reference")]
+    plan = study.user_attrs.get("reference") or {}
+    if not scratch or not transfer:
+        if plan.get("skipped"):
+            why = f"no random-init reference ran: {plan['skipped']}"
+        elif not transfer:
+            why = "no transfer trial completed"
+        else:
+            why = "no random-init reference finished (it runs after a few transfer trials, if time allows)"
+
+        return {
+            "scratch_val_metric": scratch[0].value if scratch else None,
+            "transfer_helped": None,
+            "verdict": why,
+            "reference": plan or None,
+        }
+    best_scratch, best_transfer = max(t.value for t in scratch), max(t.value for t in transfer)
+    seconds = scratch[0].user_attrs.get("duration_s")
+    median = statistics.median(t.user_attrs.get("duration_s", 0.0) for t in transfer)
+    cost = (
+        (
+            f" at equal cost (the reference trained {scratch[0].user_attrs.get('epochs_run')} epochs in "
+            f"{seconds:.1f} s; the median transfer trial took {median:.1f} s)"
+        )
+        if seconds is not None
+        else ""
+    )
+    if best_transfer > best_scratch:
+        verdict = (
+            f"transfer helped: best transferred model {best_transfer:.4f} against {best_scratch:.4f} "
+            f"from scratch (+{best_transfer - best_scratch:.4f}){cost}"
+        )
+    else:
+        verdict = (
+            f"transfer did NOT help: training from scratch reached {best_scratch:.4f}, the best "
+            f"transferred model {best_transfer:.4f}{cost}; prefer the scratch model or try other backbones"
+        )
+    return {
+        "scratch_val_metric": best_scratch,
+        "transfer_helped": best_transfer > best_scratch,
+        "verdict": verdict,
+        "reference": plan or None,
+    }
+
+
+def environment(device) -> dict:
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "autotransfer": __version__,
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env

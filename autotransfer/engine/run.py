@@ -1,0 +1,256 @@
+"""The search, put together: the problem, its study, the clock and the cost model, the first trials,
+Optuna's loop with the callbacks that keep the budget, then the export."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from ..config import SearchConfig
+from ..errors import TrialFailed
+from ..plugins import Host, default_host
+from . import pricing
+from .budget import Clock, clock_text, grace
+from .cost import CostModel, device_kind
+from .first_trials import ReferencePlanner, enqueue_first_trials
+from .objective import Objective, last_skips, observe
+from .problem import Problem, load_inputs, open_problem
+from .progress import Progress
+from .results import write_leaderboard
+from .sampler import make_sampler
+from .study import SearchStudy
+
+#: consecutive skipped trials after which nothing more is predicted to fit
+SKIPS_TO_STOP = 3
+#: the export's reserve, beyond its prediction
+EXPORT_MARGIN_S = 2.0
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    best: dict | None
+    study: optuna.Study
+
+    @property
+    def leaderboard(self):
+        import pandas as pd
+
+        return pd.read_csv(self.out_dir / "leaderboard.csv")
+
+    def predict(self, inputs):
+        from ..export import load_model
+
+        return load_model(str(self.out_dir / "model")).predict(inputs)
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Optuna's own log lines and experimental warnings, off while a search runs: failures are
+    reported by the search's progress lines."""
+    import warnings
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+class Search:
+    """One search: a problem, its study, a clock. ``open`` builds every part; ``run`` runs it."""
+
+    def __init__(self, problem: Problem, study: SearchStudy, clock: Clock) -> None:
+        self.problem, self.study, self.clock = problem, study, clock
+        config = problem.config
+        self.cost = CostModel(device_kind(problem.device), study.costs(), study.remember)
+        for trial in study.trials():
+            observe(self.cost, trial)
+        sampler_cost = (lambda params: pricing.estimate(problem, self.cost, params)) if clock.budget else None
+        seed = config.seed + len(study.trials())  # a resumed study must not replay its first suggestions
+        study.study.sampler = make_sampler(config.sampler, seed, sampler_cost)
+        if not study.created:  # joining workers seed apart, or those started together sample alike
+            study.study.sampler.reseed_rng()
+        self.progress = Progress(
+            clock=clock,
+            metric=problem.metric,
+            quiet=config.quiet,
+            total=config.n_trials,
+            already=study.counted(),
+        )
+        self.reference = ReferencePlanner(problem, study, self.cost, clock)
+
+    @classmethod
+    def open(cls, config: SearchConfig, *, host: Host | None = None, clock: Clock | None = None) -> Search:
+        host = host or default_host(config.plugins)
+        clock = clock or Clock.start(config.budget_seconds)
+        inputs = load_inputs(config, host)
+        study = SearchStudy.open(config)
+        problem = open_problem(config, host, inputs=inputs, persisted=study)
+        study.candidates([b.name for b in problem.backbones], [s.name for s in problem.strategies])
+        return cls(problem, study, clock)
+
+    # the loop ------------------------------------------------------------------------------------
+    def run(self, *, finalize: bool = True) -> SearchResult:
+        """Prepare, optimise until done, export (unless ``finalize`` is False: a worker of several)."""
+        self.progress.start(self.problem, self.problem.config.storage_shown, self.budget_note())
+        try:
+            self.prepare()
+            self.optimize()
+        finally:
+            self.close()
+        return self.finish() if finalize else self.result(None)
+
+    def prepare(self) -> None:
+        """Measure the device, keep the export's reserve, enqueue the first trials, fail dead workers'."""
+        pricing.prime(self.problem, self.cost)
+        self.clock.reserve = self.export_reserve()
+        enqueue_first_trials(self.problem, self.study, self.warm_size(), log=self.progress.say)
+        optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
+        self.say_stale()
+
+    def optimize(self) -> None:
+        if self.done():
+            return
+        callbacks = [
+            self.after_trial,
+            self.reference,
+            self.progress.trial_finished,
+            self.stop_when_done,
+            self.release_memory,
+        ]
+        self.study.study.optimize(
+            self.objective(), catch=(TrialFailed,), gc_after_trial=False, callbacks=callbacks
+        )
+
+    def close(self) -> None:
+        self.progress.stop_live()
+        write_leaderboard(self.study.study, self.problem.config.out_dir / "leaderboard.csv")
+        self.problem.close()
+
+    def finish(self) -> SearchResult:
+        from .finalize import finalize
+
+        best = finalize(self.problem, self.study)
+        self.progress.finish(best)
+        self.say_overrun()
+        return self.result(best)
+
+    def result(self, best: dict | None) -> SearchResult:
+        return SearchResult(out_dir=self.problem.config.out_dir, best=best, study=self.study.study)
+
+    def objective(self) -> Objective:
+        return Objective(self.problem, self.study, self.clock, self.cost, self.progress)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        observe(self.cost, trial)
+
+    def done(self) -> bool:
+        """No more trials: --n-trials reached (the reference, when planned, still runs), the budget
+        spent, or nothing predicted to fit what is left."""
+        n_trials = self.problem.config.n_trials
+        running = [t for t in self.study.running() if not t.user_attrs.get("reference")]
+        if n_trials is not None and self.study.counted() + len(running) >= n_trials:
+            return not self.reference.pending()
+        if self.clock.budget is not None and self.clock.trials_left() <= 0:
+            return True
+        return last_skips(self.study, SKIPS_TO_STOP)
+
+    def stop_when_done(self, study: optuna.Study, trial) -> None:
+        if self.done():
+            study.stop()
+
+    def release_memory(self, study: optuna.Study, trial) -> None:
+        """A trial's model is freed when it returns; should something keep it alive in a reference
+        cycle, collect, but only when GPU memory is filling (a full collection costs ~0.3 s a trial)."""
+        device = self.problem.device
+        if device.type != "cuda":
+            return
+        import gc
+
+        import torch
+
+        if torch.cuda.memory_allocated(device) > 0.5 * torch.cuda.get_device_properties(device).total_memory:
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    # time ----------------------------------------------------------------------------------------
+    def export_reserve(self) -> float:
+        """Seconds kept back for the export: building the slowest candidate and testing it."""
+        problem, cost = self.problem, self.cost
+        n_test = len(problem.split["test"])
+        worst = 0.0
+        for backbone in problem.backbones:
+            size = pricing.size_value(
+                problem, backbone, max(problem.input_sizes) if problem.input_sizes else None
+            )
+            rates = cost.rates_for(backbone.name, size)
+            forward = sum(rates.forward) if rates else 2e-3 * 8
+            worst = max(worst, cost.build.get(backbone.name, 1.0) + n_test * forward + 0.01 * n_test)
+        return 1.5 * worst + EXPORT_MARGIN_S
+
+    def warm_size(self) -> int | None:
+        """The resolution of the first trials: the largest searched size whose probes on every
+        backbone are predicted to take at most a tenth of the budget (the smallest without one)."""
+        sizes = self.problem.input_sizes
+        if not sizes:
+            return None
+        if self.clock.budget is None:
+            return sizes[len(sizes) // 2]
+        fits = [s for s in sizes if self.probe_seconds(s) <= 0.1 * self.clock.budget]
+        return max(fits) if fits else sizes[0]
+
+    def probe_seconds(self, size: int) -> float:
+        problem = self.problem
+        probe = problem.role("probe")
+        total = 0.0
+        for backbone in problem.backbones:
+            params = {
+                "backbone": backbone.name,
+                "strategy": probe.name if probe else None,
+                "epochs": 1,
+                problem.task.size_key: size,
+            }
+            total += pricing.estimate(problem, self.cost, params) or 0.0
+        return total
+
+    def budget_note(self) -> str:
+        config, budget = self.problem.config, self.clock.budget
+        if budget is None:
+            return f"no time budget: the search ends after {config.n_trials} trials (--budget 10m sets one)"
+        default = " (the default; --budget sets another)" if config.budget is None else ""
+        trials = f", or after {config.n_trials} trials" if config.n_trials else ""
+        return f"budget {clock_text(budget)}{default}: everything ends within it{trials}"
+
+    def say_stale(self) -> None:
+        running = self.study.running()
+        if running:
+            numbers = ", ".join(str(t.number) for t in running)
+            self.progress.say(
+                f"  trials {numbers} still RUNNING: another worker has them, or a killed one did; a "
+                "trial whose "
+                "worker died is failed and run again once no heartbeat came for "
+                f"{self.problem.config.heartbeat} s"
+            )
+
+    def say_overrun(self) -> None:
+        budget = self.clock.budget
+        if budget is not None and self.clock.elapsed() > budget + grace(budget):
+            self.progress.say(f"warning: the search took {clock_text(self.clock.elapsed())}, over its budget")
+
+
+def run_search(
+    config: SearchConfig, *, host: Host | None = None, started: float | None = None
+) -> SearchResult:
+    """Run a search: ``started`` is when the command began (time.time()), so the budget covers
+    everything since (the CLI passes it; from Python the call's start)."""
+    clock = Clock.start(config.budget_seconds, started if started is not None else time.time())
+    with quiet_optuna():
+        return Search.open(config, host=host, clock=clock).run()

@@ -1,0 +1,301 @@
+"""The budget is a promise: a search ends on time even when one trial alone would take longer, a
+trial the budget stops keeps its best epoch, the reference stays within its share, resolution is a
+searched and recorded parameter, and progress degrades to plain lines without a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import cli, read_json
+
+from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
+from autotransfer.errors import UserError
+
+LITE0 = ["--backbones", "tf_efficientnet_lite0", "--quiet"]
+
+#: a user's plugin whose strategy trains much slower than any measurement predicts: a linear probe
+#: that sleeps in every batch, as a slow data pipeline or a busy machine would
+SLOW_PLUGIN = """
+import time
+
+from autotransfer import hookimpl
+from autotransfer.specs import StrategySpec
+
+
+def prepare(model, params, context):
+    from autotransfer.strategy import fine_tune_plan
+
+    plan = fine_tune_plan(model, context.n_groups, {})
+
+    def extra_loss(model, source, extras, progress):
+        time.sleep(0.25)
+        return source.sum() * 0.0
+
+    plan.extra_loss = extra_loss
+    return plan
+
+
+@hookimpl
+def register_strategies(register):
+    register(StrategySpec(name="slow-probe", description="a linear probe that sleeps every batch",
+                          prepare=prepare, lr_range=(0.01, 0.1)))
+"""
+
+
+def study_of(out):
+    return optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
+    plugin = tmp_path / "slow_plugin.py"
+    plugin.write_text(SLOW_PLUGIN)
+    out = tmp_path / "out"
+    budget = 20
+    started = time.time()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autotransfer",
+            "--plugin",
+            str(plugin),
+            "search",
+            str(digits),
+            "-o",
+            str(out),
+            "--budget",
+            f"{budget}s",
+            "--strategies",
+            "slow-probe",
+            "--image-size",
+            "32",
+            "--max-epochs",
+            "10",
+            "--no-reference",
+            *LITE0,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.time() - started
+    assert result.returncode == 0, result.stderr
+    # ten epochs of 14 sleeping batches would take 35 s alone; the whole command ended within its budget
+    assert took <= budget + grace(budget), took
+    trials = [t for t in study_of(out).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    stopped = [t for t in trials if t.user_attrs.get("stopped") == "budget"]
+    assert stopped, [(t.number, t.user_attrs) for t in study_of(out).trials]
+    for t in stopped:
+        assert t.user_attrs["epochs_run"] < t.params["epochs"]
+        # its score is its best epoch's, and that epoch is the one recorded as kept
+        assert t.value == max(t.intermediate_values.values())
+        assert t.intermediate_values[t.user_attrs["best_epoch"]] == t.value
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert "budget" in set(board.stopped.dropna())
+    assert board.predicted_s.notna().all() and board.duration_s.notna().all()
+    best = read_json(out / "best.json")
+    assert best["val_metric"] == max(t.value for t in trials)
+
+
+def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digits, tmp_path):
+    out = tmp_path / "out"
+    budget = 90
+    cli(
+        "search",
+        digits,
+        "-o",
+        out,
+        "--budget",
+        f"{budget}s",
+        "--max-epochs",
+        "4",
+        "--strategies",
+        "linear-probe,full-finetune",
+        *LITE0,
+    )
+    study = study_of(out)
+    plan = study.user_attrs["reference"]
+    references = [t for t in study.trials if t.user_attrs.get("reference")]
+    if plan.get("skipped"):  # one epoch did not fit its allowance: then it must not have run
+        assert not references
+        assert "no random-init reference ran" in read_json(out / "best.json")["verdict"]
+        return
+    assert len(references) == 1
+    reference = references[0]
+    cap = reference.user_attrs["cost_cap_s"]
+    assert cap <= 0.1 * budget + 1e-6
+    # stopped at the next batch after its cap: a batch and the bookkeeping after it, no more
+    assert reference.user_attrs["duration_s"] <= cap * 1.15 + 1.0
+    transfer = [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("reference")
+    ]
+    best_transfer = max(transfer, key=lambda t: t.value)
+    assert reference.params["image_size"] == best_transfer.params["image_size"]
+    assert "at equal cost" in read_json(out / "best.json")["verdict"] or reference.state != "COMPLETE"
+
+
+def test_resolution_is_searched_and_recorded(digits, tmp_path):
+    out = tmp_path / "out"
+    cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", "--no-reference", *LITE0)
+    study = study_of(out)
+    sizes = study.user_attrs["input_sizes"]
+    # digits are 8 px: from the smallest useful size up to EfficientNet-Lite0's own 224
+    assert sizes[0] == 32 and sizes[-1] == 224 and len(sizes) >= 3
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert all(t.params["image_size"] in sizes for t in finished)
+    best = read_json(out / "best.json")
+    config = read_json(out / "model" / "config.json")
+    assert config["preprocessing"]["image_size"] == best["params"]["image_size"]
+    assert '"image_size"' in pd.read_csv(out / "leaderboard.csv").params[0]
+
+
+def test_progress_is_plain_lines_without_a_terminal(digits, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autotransfer",
+            "search",
+            str(digits),
+            "-o",
+            str(tmp_path / "out"),
+            "--n-trials",
+            "2",
+            "--image-size",
+            "32",
+            "--max-epochs",
+            "2",
+            "--no-reference",
+            "--backbones",
+            "tf_efficientnet_lite0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stderr and "\r" not in result.stderr  # nothing redrawn
+    trial_lines = [line for line in result.stderr.splitlines() if line.startswith("[trial ")]
+    assert len(trial_lines) == 2
+    assert all("predicted" in line and "elapsed" in line for line in trial_lines)
+    assert "no time budget: the search ends after 2 trials" in result.stderr
+
+
+def test_progress_draws_a_live_line_inside_trials_on_a_terminal(digits, tmp_path):
+    """On a terminal a trial shows its epoch, batch, throughput, time left and the budget left."""
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, COLUMNS="220", TERM="xterm")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "autotransfer",
+            "search",
+            str(digits),
+            "-o",
+            str(tmp_path / "out"),
+            "--budget",
+            "40s",
+            "--image-size",
+            "64",
+            "--strategies",
+            "full-finetune",
+            "--max-epochs",
+            "3",
+            "--no-reference",
+            "--backbones",
+            "tf_efficientnet_lite0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    screen = b""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=60)
+    os.close(controller)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", screen).decode("utf-8", "replace")
+    assert proc.returncode == 0, text[-2000:]
+    live = [line for line in re.split(r"[\r\n]", text) if "ex/s" in line]
+    assert live, text[-2000:]
+    assert any("epoch" in line and "batch" in line and "left" in line and "budget" in line for line in live)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "10x", "5 minutes", "nan"])
+def test_bad_budgets_are_one_line_errors(digits, tmp_path, value):
+    result = cli("search", digits, "-o", tmp_path / "out", "--budget", value, *LITE0, expect=2)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --budget") and "Traceback" not in result.output
+
+
+def test_timeout_is_replaced_by_budget(digits, tmp_path):
+    result = cli("search", digits, "-o", tmp_path / "out", "--timeout", "60", expect=2)
+    assert "--budget 60s" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1.5m", 90), (45, 45)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+    with pytest.raises(UserError):
+        parse_duration("h")
+
+
+def test_the_default_budget_is_said_at_the_start(digits, tmp_path):
+    """Neither --budget nor --n-trials: the default budget is printed first (then Ctrl-C keeps all)."""
+    import signal
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "autotransfer",
+            "search",
+            str(digits),
+            "-o",
+            str(tmp_path / "out"),
+            "--image-size",
+            "32",
+            "--backbones",
+            "tf_efficientnet_lite0",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.strip().startswith("budget"):
+            break
+
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    minutes = int(DEFAULT_BUDGET_S // 60)
+    assert any(f"budget 0:{minutes:02d}:00 (the default" in line for line in seen), seen
