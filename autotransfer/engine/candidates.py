@@ -46,6 +46,11 @@ def pick_backbones(host: Host, config: SearchConfig, modality: str) -> list[Back
             )
         return specs
     specs = [registry.get("backbones", n) for n in registry.names("backbones")]
+    if not any(s.modality == modality for s in specs):
+        raise UserError(
+            f"no {modality} backbone is registered: a backbone plugin may be blocked (see `autotransfer plugins`), "
+            "or name one with --backbones"
+        )
     specs = [s for s in specs if s.modality == modality and s.default and s.available()]
     if not specs:
         raise UserError(

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from .. import __version__
+from ..errors import UserError
 from ..export import CONFIG, WEIGHTS, load_model, write_model
 from .problem import Problem
 from .results import environment, transfer_verdict
@@ -68,6 +69,15 @@ def retrain(problem: Problem, best: optuna.trial.FrozenTrial, staging: Path) -> 
     from .trial import build_trial
 
     role = REFERENCE if best.user_attrs.get("reference") else ""
+    registered = problem.host.registry.items["strategies"]
+    wanted = best.user_attrs.get("strategy") or best.params.get("strategy")
+    loaded = wanted in problem.strategy_by_name or (role and problem.role(role) is not None)
+    if wanted not in registered or not loaded:
+        raise UserError(
+            f"the best trial (#{best.number}) used strategy {wanted!r}, which no loaded plugin registers here; "
+            "load the plugin that registers it (see `autotransfer plugins`) to train its model again"
+        )
+
     trainer, info = build_trial(problem, optuna.trial.FixedTrial(best.params, number=best.number), role)
     trainer.config.epochs = best.user_attrs.get("epochs_run") or trainer.config.epochs
     trainer.fit()

@@ -2,7 +2,7 @@
 
 LogME is the log marginal evidence of a Bayesian linear model from a backbone's frozen features to
 one-hot labels, maximised over its prior and noise precisions: cheap (one forward pass over the
-training split, whose features the linear-probe trials then reuse from the cache) and a fair guide
+training split, whose features the probe trials then reuse from the cache) and a fair guide
 to which backbone transfers best. The search uses it to order its first trials, never to filter:
 such scores disagree across setups.
 """

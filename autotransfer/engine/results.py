@@ -87,10 +87,10 @@ def transfer_verdict(study: optuna.Study) -> dict:
     """Did transfer beat the random-init reference on validation, at equal cost?"""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    scratch = [t for t in complete if t.user_attrs.get("reference")]
+    references = [t for t in complete if t.user_attrs.get("reference")]
     transfer = [t for t in complete if not t.user_attrs.get("reference")]
     plan = study.user_attrs.get("reference") or {}
-    if not scratch or not transfer:
+    if not references or not transfer:
         if plan.get("skipped"):
             why = f"no random-init reference ran: {plan['skipped']}"
         elif not transfer:
@@ -99,17 +99,17 @@ def transfer_verdict(study: optuna.Study) -> dict:
             why = "no random-init reference finished (it runs after a few transfer trials, if time allows)"
 
         return {
-            "scratch_val_metric": scratch[0].value if scratch else None,
+            "scratch_val_metric": references[0].value if references else None,
             "transfer_helped": None,
             "verdict": why,
             "reference": plan or None,
         }
-    best_scratch, best_transfer = max(t.value for t in scratch), max(t.value for t in transfer)
-    seconds = scratch[0].user_attrs.get("duration_s")
+    best_scratch, best_transfer = max(t.value for t in references), max(t.value for t in transfer)
+    seconds = references[0].user_attrs.get("duration_s")
     median = statistics.median(t.user_attrs.get("duration_s", 0.0) for t in transfer)
     cost = (
         (
-            f" at equal cost (the reference trained {scratch[0].user_attrs.get('epochs_run')} epochs in "
+            f" at equal cost (the reference trained {references[0].user_attrs.get('epochs_run')} epochs in "
             f"{seconds:.1f} s; the median transfer trial took {median:.1f} s)"
         )
         if seconds is not None

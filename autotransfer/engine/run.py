@@ -114,6 +114,11 @@ class Search:
         self.clock.reserve = self.export_reserve()
         enqueue_first_trials(self.problem, self.study, self.warm_size(), log=self.progress.say)
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
+        requeued = self.study.requeue_interrupted()
+        if requeued:
+            self.progress.say(
+                f"  trials {', '.join(map(str, requeued))} were interrupted: they run again first"
+            )
         self.say_stale()
 
     def optimize(self) -> None:

@@ -214,7 +214,31 @@ class SearchStudy:
     def waiting(self) -> list[optuna.trial.FrozenTrial]:
         return self.trials(states=(optuna.trial.TrialState.WAITING,))
 
+    def requeue_interrupted(self) -> list[int]:
+        """Trials stopped by Ctrl-C (failed with no reason of their own) are queued to run again, once,
+        with their parameters, as the heartbeat does for a killed worker's. Returns their numbers."""
+        trials = self.trials()
+        retried = {t.system_attrs.get("failed_trial") for t in trials} | {
+            t.user_attrs.get("retry_of") for t in trials
+        }
+        again = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.FAIL
+            and "fail_reason" not in t.user_attrs
+            and "retry_of" not in t.user_attrs
+            and "failed_trial" not in t.system_attrs
+            and t.number not in retried
+        ]
+        for t in again:
+            keep = {k: v for k, v in t.user_attrs.items() if k in ("reference", "cost_cap_s")}
+            self.study.enqueue_trial(
+                t.params, user_attrs={**keep, "retry_of": t.number}, skip_if_exists=False
+            )
+        return [t.number for t in again]
+
     def costs(self) -> dict[str, Any]:
+
         return {k: v for k, v in self.study.user_attrs.items() if k.startswith("cost|")}
 
     def remember(self, key: str, value: Any) -> None:
