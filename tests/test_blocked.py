@@ -7,10 +7,10 @@ from importlib import metadata
 
 import pytest
 from click.testing import CliRunner
+from conftest import cli
 
 from autotransfer.cli import main
 from autotransfer.plugins import BLOCK_ENV, ENTRY_POINT_GROUP, reset_host
-from conftest import cli
 
 BUNDLED = sorted(
     ep.name
@@ -33,7 +33,8 @@ def made(tmp_path_factory):
     cli("search", data, "-o", out, "--n-trials", "1", "--backbones", "tf_efficientnet_lite0", *TINY)
     suite = root / "suite.yaml"
     suite.write_text(
-        f"name: tiny\ndatasets: [{{path: {data}}}]\nseeds: [0]\nbudget: {{n_trials: 1}}\nmethods: [autotransfer]\n"
+        f"name: tiny\ndatasets: [{{path: {data}}}]\nseeds: [0]\nbudget: {{n_trials: 1}}\nmethods: "
+        "[autotransfer]\n"
         "search: {image_size: 32, max_epochs: 1, backbones: [tf_efficientnet_lite0]}\n"
     )
     reset_host()

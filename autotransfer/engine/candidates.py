@@ -48,7 +48,8 @@ def pick_backbones(host: Host, config: SearchConfig, modality: str) -> list[Back
     specs = [registry.get("backbones", n) for n in registry.names("backbones")]
     if not any(s.modality == modality for s in specs):
         raise UserError(
-            f"no {modality} backbone is registered: a backbone plugin may be blocked (see `autotransfer plugins`), "
+            f"no {modality} backbone is registered: a backbone plugin may be blocked (see "
+            "`autotransfer plugins`), "
             "or name one with --backbones"
         )
     specs = [s for s in specs if s.modality == modality and s.default and s.available()]

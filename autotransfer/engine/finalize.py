@@ -74,7 +74,8 @@ def retrain(problem: Problem, best: optuna.trial.FrozenTrial, staging: Path) -> 
     loaded = wanted in problem.strategy_by_name or (role and problem.role(role) is not None)
     if wanted not in registered or not loaded:
         raise UserError(
-            f"the best trial (#{best.number}) used strategy {wanted!r}, which no loaded plugin registers here; "
+            f"the best trial (#{best.number}) used strategy {wanted!r}, which no loaded plugin "
+            "registers here; "
             "load the plugin that registers it (see `autotransfer plugins`) to train its model again"
         )
 
