@@ -17,6 +17,7 @@ two at equal cost.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
 import optuna
 
@@ -27,7 +28,12 @@ from .cost import CostModel, Query
 from .problem import Problem
 from .study import SearchStudy
 
+#: the first look at each strategy: this many epochs at the smallest resolution, within this share
+#: of the budget in all
+EXPLORE_EPOCHS = 2
+EXPLORE_SHARE = 0.25
 #: transfer trials to finish before the reference is planned (fewer when --n-trials is smaller)
+
 BEFORE_REFERENCE = 3
 #: the reference's allowance, as shares of the whole budget: at least the first, at most the second
 REFERENCE_FLOOR = 0.05
@@ -50,7 +56,12 @@ def warm_params(
 
 
 def enqueue_first_trials(
-    problem: Problem, study: SearchStudy, size: int | None, log=lambda line: None
+    problem: Problem,
+    study: SearchStudy,
+    size: int | None,
+    log=lambda line: None,
+    estimate: Callable[[dict], float | None] | None = None,
+    budget: float | None = None,
 ) -> None:
     """Enqueue the warm starts: only in a new study, only by the worker that wrote its split."""
     config = problem.config
@@ -68,8 +79,47 @@ def enqueue_first_trials(
     if probe is not None:
         for name in order:
             study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
-    for strategy in called_for(problem, probe):
+    named = called_for(problem, probe)
+    for strategy in named:
         study.study.enqueue_trial(warm_params(problem, strategy, order[0], size))
+    for params in exploration(
+        problem,
+        [s for s in problem.strategies if s is not probe and s not in named],
+        order[0],
+        estimate,
+        budget,
+    ):
+        study.study.enqueue_trial(params, user_attrs={"explore": True})
+
+
+def exploration(
+    problem: Problem,
+    strategies: list[StrategySpec],
+    backbone: str,
+    estimate: Callable[[dict], float | None] | None,
+    budget: float | None,
+) -> list[dict]:
+    """A cheap look at every other strategy (the smallest resolution, EXPLORE_EPOCHS epochs), cheapest
+    first, while they are predicted to fit EXPLORE_SHARE of the budget (without one, while they take
+    at most half of --n-trials): the sampler then knows each strategy's worth before it chooses."""
+    size = problem.input_sizes[0] if problem.input_sizes else None
+    epochs = min(EXPLORE_EPOCHS, problem.config.max_epochs)
+    candidates = [
+        warm_params(problem, s, backbone, size, epochs=epochs) for s in strategies if s.role != REFERENCE
+    ]
+    if budget is None:
+        room = max(0, (problem.config.n_trials or 0) // 2 - len(problem.backbones))
+        return candidates[:room]
+    priced = sorted(
+        ((estimate(p) if estimate else None) or float("inf"), i, p) for i, p in enumerate(candidates)
+    )
+    chosen, spent = [], 0.0
+    for seconds, _, params in priced:
+        if spent + seconds > EXPLORE_SHARE * budget:
+            break
+        chosen.append(params)
+        spent += seconds
+    return chosen
 
 
 def called_for(problem: Problem, probe: StrategySpec | None) -> list[StrategySpec]:

@@ -75,7 +75,8 @@ class Search:
             observe(self.cost, trial)
         sampler_cost = (lambda params: pricing.estimate(problem, self.cost, params)) if clock.budget else None
         seed = config.seed + len(study.trials())  # a resumed study must not replay its first suggestions
-        study.study.sampler = make_sampler(config.sampler, seed, sampler_cost)
+        study.study.sampler = make_sampler(config.sampler, seed, sampler_cost, cooling=self.cost_weight)
+
         if not study.created:  # joining workers seed apart, or those started together sample alike
             study.study.sampler.reseed_rng()
         self.progress = Progress(
@@ -112,7 +113,15 @@ class Search:
         """Measure the device, keep the export's reserve, enqueue the first trials, fail dead workers'."""
         pricing.prime(self.problem, self.cost)
         self.clock.reserve = self.export_reserve()
-        enqueue_first_trials(self.problem, self.study, self.warm_size(), log=self.progress.say)
+        enqueue_first_trials(
+            self.problem,
+            self.study,
+            self.warm_size(),
+            log=self.progress.say,
+            estimate=lambda params: pricing.estimate(self.problem, self.cost, params),
+            budget=self.clock.budget,
+        )
+
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
         requeued = self.study.requeue_interrupted()
         if requeued:
@@ -187,6 +196,12 @@ class Search:
             torch.cuda.empty_cache()
 
     # time ----------------------------------------------------------------------------------------
+    def cost_weight(self) -> float:
+        """How much cost counts in choosing the next trial: 1 at the start, 0 when the budget is spent."""
+        if self.clock.budget is None:
+            return 1.0
+        return min(1.0, max(0.0, self.clock.left() / self.clock.budget))
+
     def export_reserve(self) -> float:
         """Seconds kept back for the export: building the slowest candidate and testing it."""
         problem, cost = self.problem, self.cost

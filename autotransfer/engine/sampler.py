@@ -1,12 +1,14 @@
 """Cost-aware sampling: TPE that prefers expected improvement per second.
 
 TPE scores each of its candidate configurations by ``log l(x) - log g(x)``, a monotone stand-in for
-expected improvement. This sampler subtracts the log of the candidate's predicted cost relative to
-the median candidate's, so of two equally promising configurations the cheaper one wins, and an
-expensive one must promise proportionally more (EI per second, as in Snoek et al., 2012 and
-Quick-Tune's cost-aware acquisition). Before TPE has enough trials to model (its random start-up),
-each trial takes the cheapest of a few random draws: cheap fidelities (low resolution, few epochs)
-come first, and the expensive corners are reached once the model says they pay.
+expected improvement. This sampler subtracts ``alpha * log`` of the candidate's predicted cost
+relative to the median candidate's, so of two equally promising configurations the cheaper one
+wins, and an expensive one must promise proportionally more (EI per second, as in Snoek et al.,
+2012 and Quick-Tune's cost-aware acquisition). ``alpha`` cools from 1 to 0 as the budget is spent
+(cost cooling, Lee et al., 2020: EI per second alone keeps to the cheap corner forever). Before TPE
+has enough trials to model (its random start-up), each trial takes the cheapest of a few random
+draws: cheap fidelities (low resolution, few epochs) come first, the expensive corners later.
+
 
 It reaches into two of ``TPESampler``'s private methods (``_sample`` and
 ``_compute_acquisition_func``); ``supported()`` checks they exist, and without them the search
@@ -38,9 +40,10 @@ def supported() -> bool:
 class CostAwareTPESampler(TPESampler):
     """``TPESampler`` whose acquisition is divided by predicted cost (``cost(params)`` in seconds)."""
 
-    def __init__(self, *, cost: Cost, **kwargs: Any) -> None:
+    def __init__(self, *, cost: Cost, cooling: Callable[[], float] = lambda: 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._cost = cost
+        self._cooling = cooling
         self._space: dict | None = None
         self._draws = optuna.samplers.RandomSampler(seed=kwargs.get("seed"))
 
@@ -92,10 +95,12 @@ class CostAwareTPESampler(TPESampler):
         if not np.isfinite(costs).any():
             return values
         costs = np.where(np.isfinite(costs) & (costs > 0), costs, np.nanmedian(costs))
-        return values - np.log(costs / np.median(costs))
+        return values - self._cooling() * np.log(costs / np.median(costs))
 
 
-def make_sampler(kind: str, seed: int, cost: Cost | None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    kind: str, seed: int, cost: Cost | None, cooling: Callable[[], float] = lambda: 1.0
+) -> optuna.samplers.BaseSampler:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     options = dict(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5)
@@ -105,4 +110,4 @@ def make_sampler(kind: str, seed: int, cost: Cost | None) -> optuna.samplers.Bas
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if cost is None or not supported():
             return TPESampler(**options)
-        return CostAwareTPESampler(cost=cost, **options)
+        return CostAwareTPESampler(cost=cost, cooling=cooling, **options)
