@@ -98,7 +98,7 @@ def _split_list(ctx, param, value):
     "aux_tasks",
     multiple=True,
     type=click.Path(),
-    help="A related labelled task for multitask (repeatable).",
+    help="A related labelled task, for multi-task strategies (repeatable).",
 )
 @click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
 @click.option(

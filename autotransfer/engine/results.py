@@ -118,12 +118,12 @@ def transfer_verdict(study: optuna.Study) -> dict:
     if best_transfer > best_scratch:
         verdict = (
             f"transfer helped: best transferred model {best_transfer:.4f} against {best_scratch:.4f} "
-            f"from scratch (+{best_transfer - best_scratch:.4f}){cost}"
+            f"from random weights (+{best_transfer - best_scratch:.4f}){cost}"
         )
     else:
         verdict = (
-            f"transfer did NOT help: training from scratch reached {best_scratch:.4f}, the best "
-            f"transferred model {best_transfer:.4f}{cost}; prefer the scratch model or try other backbones"
+            f"transfer did NOT help: training from random weights reached {best_scratch:.4f}, the best "
+            f"transferred model {best_transfer:.4f}{cost}; train from random weights or try other backbones"
         )
     return {
         "scratch_val_metric": best_scratch,
