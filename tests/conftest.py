@@ -18,6 +18,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # one compute thread per process: the suite runs several processes at once (workers, kill -9 tests) on a
 # small CI machine, where torch's one-thread-per-core default makes them spin against each other
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+#: a user's plugin whose strategy trains much slower than any measurement predicts: a linear probe
+#: that sleeps in every batch, as a slow data pipeline or a busy machine would
+SLOW_PLUGIN = """
+import time
+
+from autotransfer import hookimpl
+from autotransfer.specs import StrategySpec
+
+
+def prepare(model, params, context):
+    from autotransfer.strategy import fine_tune_plan
+
+    plan = fine_tune_plan(model, context.n_groups, {})
+
+    def extra_loss(model, source, extras, progress):
+        time.sleep(0.25)
+        return source.sum() * 0.0
+
+    plan.extra_loss = extra_loss
+    return plan
+
+
+@hookimpl
+def register_strategies(register):
+    register(StrategySpec(name="slow-probe", description="a linear probe that sleeps every batch",
+                          prepare=prepare, lr_range=(0.01, 0.1)))
+"""
+
+
 # small, fast, still real: EfficientNet-Lite0 at 64 px on 30 digits per class
 FAST = ["--image-size", "64", "--backbones", "tf_efficientnet_lite0", "--quiet"]
 

@@ -15,40 +15,12 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli, read_json
+from conftest import SLOW_PLUGIN, cli, read_json
 
 from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
 
 LITE0 = ["--backbones", "tf_efficientnet_lite0", "--quiet"]
-
-#: a user's plugin whose strategy trains much slower than any measurement predicts: a linear probe
-#: that sleeps in every batch, as a slow data pipeline or a busy machine would
-SLOW_PLUGIN = """
-import time
-
-from autotransfer import hookimpl
-from autotransfer.specs import StrategySpec
-
-
-def prepare(model, params, context):
-    from autotransfer.strategy import fine_tune_plan
-
-    plan = fine_tune_plan(model, context.n_groups, {})
-
-    def extra_loss(model, source, extras, progress):
-        time.sleep(0.25)
-        return source.sum() * 0.0
-
-    plan.extra_loss = extra_loss
-    return plan
-
-
-@hookimpl
-def register_strategies(register):
-    register(StrategySpec(name="slow-probe", description="a linear probe that sleeps every batch",
-                          prepare=prepare, lr_range=(0.01, 0.1)))
-"""
 
 
 def study_of(out):

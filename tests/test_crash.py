@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from conftest import read_json
+from conftest import SLOW_PLUGIN, read_json
 
 from autotransfer.config import with_driver
 
@@ -21,7 +21,7 @@ ARGS = [
     "--backbones",
     "tf_efficientnet_lite0",
     "--strategies",
-    "linear-probe",
+    "slow-probe",  # batches that take time: a kill lands mid-trial, not between trials
     "--no-cache",
     "--max-epochs",
     "2",
@@ -87,10 +87,14 @@ def test_kill_9_mid_trial_then_in_the_export_resumes_with_every_trial_intact(
 ):
     storage, name = shared_study
     out = tmp_path / "out"
+    plugin = tmp_path / "slow_plugin.py"
+    plugin.write_text(SLOW_PLUGIN)
     command = [
         sys.executable,
         "-m",
         "autotransfer.cli",
+        "--plugin",
+        str(plugin),
         "search",
         str(small_digits),
         "-o",
