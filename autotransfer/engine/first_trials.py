@@ -62,14 +62,18 @@ def enqueue_first_trials(
     log=lambda line: None,
     estimate: Callable[[dict], float | None] | None = None,
     budget: float | None = None,
+    probes: int | None = None,
 ) -> None:
-    """Enqueue the warm starts: only in a new study, only by the worker that wrote its split."""
+    """Enqueue the warm starts: only in a new study, only by the worker that wrote its split. ``probes``
+    limits the backbones probed first (a budget too small for all); ranking needs them all."""
+
     config = problem.config
     if study.trials() or not study.wrote_split or config.sampler == "random":
         return
     probe = next((s for s in problem.strategies if s.role == PROBE), None)
     order = [b.name for b in problem.backbones]
-    if probe is not None and len(order) > 1 and config.rank:
+    ranked = probes is None or probes >= len(order)  # ranking computes every backbone's features
+    if probe is not None and len(order) > 1 and config.rank and ranked:
         from .rank import rank_backbones
 
         ranking = rank_backbones(problem, probe, size)
@@ -77,7 +81,7 @@ def enqueue_first_trials(
         order = [r.backbone for r in ranking]
         log("  LogME ranking: " + ", ".join(f"{r.backbone} {r.logme:.3f}" for r in ranking))
     if probe is not None:
-        for name in order:
+        for name in order[: probes or len(order)]:
             study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
     named = called_for(problem, probe)
     for strategy in named:

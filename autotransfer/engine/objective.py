@@ -61,19 +61,29 @@ class Objective:
     def allowed(self, trial: optuna.Trial, started: float) -> float:
         """Seconds this trial may take from ``started``: what the budget leaves (at most a share of
         it), and the reference's cap."""
-        allowed = self.clock.trials_left() + (time.time() - started)
-        if self.clock.budget is not None:
+        allowed = self.clock.trials_left() + (time.time() - started) - self.export_extra(trial)
+        if self.clock.budget is not None and self.study.best() is not None:
+            # once something is found, no single trial may bet more than a share of the budget
             allowed = min(allowed, TRIAL_SHARE * self.clock.budget)
+
         cap = trial.user_attrs.get("cost_cap_s")
         return min(allowed, cap) if cap is not None else allowed
+
+    def export_extra(self, trial: optuna.Trial) -> float:
+        """Should this trial win, exporting it may cost more than the reserve kept: leave room for that."""
+        backbone = trial.params.get("backbone")
+        if self.clock.budget is None or backbone is None:
+            return 0.0
+        size = trial.params.get(self.problem.task.size_key or "")
+        return max(0.0, pricing.export_seconds(self.problem, self.cost, backbone, size) - self.clock.reserve)
 
     def _run(self, trial: optuna.Trial, role: str, started: float) -> float:
         choices = choose(self.problem, trial, role)
         allowed = self.allowed(trial, started)
-        guess = None
-        if self.cost.knows_backbone(choices.backbone.name):  # a grounded guess, not a blind one
-            guess = pricing.estimate(self.problem, self.cost, {**trial.params, "epochs": 1})
-        if guess is not None and guess > allowed * SAFETY and self.clock.budget is not None:
+        guess = pricing.estimate(self.problem, self.cost, {**trial.params, "epochs": 1})
+        # a backbone not measured yet is guessed from another's rates: skip on that only when far off
+        margin = SAFETY if self.cost.knows_backbone(choices.backbone.name) else 0.5
+        if guess is not None and guess > allowed * margin and self.clock.budget is not None:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {guess:.1f} s, {allowed:.1f} s are left for it"
             )

@@ -136,6 +136,20 @@ def price_built_trial(problem: Problem, cost: CostModel, trainer, backbone: str,
     return cost.predict(query_from_trainer(problem, trainer, backbone, size))
 
 
+#: the export's reserve beyond its prediction: writing files, the process ending
+EXPORT_MARGIN_S = 2.0
+
+
+def export_seconds(problem: Problem, cost: CostModel, backbone: str, size: int | None) -> float:
+    """What exporting a trial's model takes: building it again and testing it once, with room for
+    error (the final step, which the budget must always leave time for)."""
+    shown = size_value(problem, problem.backbone_spec(backbone), size)
+    rates = cost.rates_for(backbone, shown)
+    forward = sum(rates.forward) if rates else 8 * 2e-3
+    n_test = len(problem.split["test"])
+    return 1.5 * cost.correction * (cost.build.get(backbone, 1.0) + n_test * forward) + EXPORT_MARGIN_S
+
+
 def prime(problem: Problem, cost: CostModel) -> None:
     """Once per search, what the first decisions need: the optimiser's step cost on this device, and
     the first backbone's rates at the two smallest searched sizes (on a few examples, random weights:

@@ -4,6 +4,7 @@ Optuna's loop with the callbacks that keep the budget, then the export."""
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,12 @@ import optuna
 from ..config import SearchConfig
 from ..errors import TrialFailed
 from ..plugins import Host, default_host
+from ..specs import PROBE
 from . import pricing
 from .budget import Clock, clock_text, grace
 from .cost import CostModel, device_kind
-from .first_trials import ReferencePlanner, enqueue_first_trials
-from .objective import Objective, last_skips, observe
+from .first_trials import ReferencePlanner, enqueue_first_trials, warm_params
+from .objective import SAFETY, Objective, last_skips, observe
 from .problem import Problem, load_inputs, open_problem
 from .progress import Progress
 from .results import write_leaderboard
@@ -26,8 +28,6 @@ from .study import SearchStudy
 
 #: consecutive skipped trials after which nothing more is predicted to fit
 SKIPS_TO_STOP = 3
-#: the export's reserve, beyond its prediction
-EXPORT_MARGIN_S = 2.0
 
 
 @dataclass
@@ -113,13 +113,15 @@ class Search:
         """Measure the device, keep the export's reserve, enqueue the first trials, fail dead workers'."""
         pricing.prime(self.problem, self.cost)
         self.clock.reserve = self.export_reserve()
+        size = self.warm_size()
         enqueue_first_trials(
             self.problem,
             self.study,
-            self.warm_size(),
+            size,
             log=self.progress.say,
             estimate=lambda params: pricing.estimate(self.problem, self.cost, params),
             budget=self.clock.budget,
+            probes=self.probes_that_fit(size),
         )
 
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
@@ -137,6 +139,7 @@ class Search:
             self.after_trial,
             self.reference,
             self.progress.trial_finished,
+            self.after_skips,
             self.stop_when_done,
             self.release_memory,
         ]
@@ -165,6 +168,7 @@ class Search:
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         observe(self.cost, trial)
+        self.clock.reserve = self.export_reserve()
 
     def done(self) -> bool:
         """No more trials: --n-trials reached (the reference, when planned, still runs), the budget
@@ -175,7 +179,29 @@ class Search:
             return not self.reference.pending()
         if self.clock.budget is not None and self.clock.trials_left() <= 0:
             return True
-        return last_skips(self.study, SKIPS_TO_STOP)
+        return last_skips(self.study, SKIPS_TO_STOP) and not self.study.waiting()
+
+    def after_skips(self, study: optuna.Study, trial) -> None:
+        """After SKIPS_TO_STOP skipped trials in a row: queue the cheapest trial there is (a probe at
+        the lowest resolution on the cheapest backbone, a fresh learning rate) if it fits what is
+        left; if it does not, nothing does, and the search stops."""
+        if not last_skips(self.study, SKIPS_TO_STOP) or self.study.waiting():
+            return
+        problem = self.problem
+        probe = next((s for s in problem.strategies if s.role == PROBE), None)
+        size = problem.input_sizes[0] if problem.input_sizes else None
+        costs = self.probe_costs(size)
+        cheapest = min(range(len(costs)), key=costs.__getitem__)
+        if probe is None or costs[cheapest] / SAFETY > self.clock.trials_left():
+            return
+        params = warm_params(
+            problem, probe, problem.backbones[cheapest].name, size, epochs=problem.config.max_epochs
+        )
+        low, high = probe.lr_range
+        draw = random.Random(problem.config.seed + len(self.study.trials())).random()
+        params[f"{probe.name}.lr"] = float(low * (high / low) ** draw)
+
+        study.enqueue_trial(params, user_attrs={"fallback": True})
 
     def stop_when_done(self, study: optuna.Study, trial) -> None:
         if self.done():
@@ -203,18 +229,17 @@ class Search:
         return min(1.0, max(0.0, self.clock.left() / self.clock.budget))
 
     def export_reserve(self) -> float:
-        """Seconds kept back for the export: building the slowest candidate and testing it."""
-        problem, cost = self.problem, self.cost
-        n_test = len(problem.split["test"])
-        worst = 0.0
-        for backbone in problem.backbones:
-            size = pricing.size_value(
-                problem, backbone, max(problem.input_sizes) if problem.input_sizes else None
+        """Seconds kept back for the export: building and testing the best trial's model (before any
+        trial finished, the cheapest one's)."""
+        problem, best = self.problem, self.study.best()
+        if best is None:
+            backbone, size = (
+                problem.backbones[0].name,
+                problem.input_sizes[0] if problem.input_sizes else None,
             )
-            rates = cost.rates_for(backbone.name, size)
-            forward = sum(rates.forward) if rates else 2e-3 * 8
-            worst = max(worst, cost.build.get(backbone.name, 1.0) + n_test * forward + 0.01 * n_test)
-        return 1.5 * worst + EXPORT_MARGIN_S
+        else:
+            backbone, size = best.params["backbone"], best.params.get(problem.task.size_key or "")
+        return pricing.export_seconds(problem, self.cost, backbone, size)
 
     def warm_size(self) -> int | None:
         """The resolution of the first trials: the largest searched size whose probes on every
@@ -227,19 +252,34 @@ class Search:
         fits = [s for s in sizes if self.probe_seconds(s) <= 0.1 * self.clock.budget]
         return max(fits) if fits else sizes[0]
 
-    def probe_seconds(self, size: int) -> float:
+    def probe_seconds(self, size: int | None) -> float:
+        return sum(self.probe_costs(size))
+
+    def probe_costs(self, size: int | None) -> list[float]:
+        """Predicted seconds of a first probe trial on each backbone, in the problem's order."""
         problem = self.problem
         probe = problem.role("probe")
-        total = 0.0
+        costs = []
         for backbone in problem.backbones:
-            params = {
-                "backbone": backbone.name,
-                "strategy": probe.name if probe else None,
-                "epochs": 1,
-                problem.task.size_key: size,
-            }
-            total += pricing.estimate(problem, self.cost, params) or 0.0
-        return total
+            params = {"backbone": backbone.name, "strategy": probe.name if probe else None, "epochs": 1}
+            if size is not None:
+                params[problem.task.size_key] = size
+            costs.append(pricing.estimate(problem, self.cost, params) or 0.0)
+        return costs
+
+    def probes_that_fit(self, size: int | None) -> int:
+        """How many backbones get a first probe (and are ranked): all, unless their probes would take
+        more than a fifth of the budget; then as many as fit it, one at least."""
+        costs = self.probe_costs(size)
+        if self.clock.budget is None or sum(costs) <= 0.2 * self.clock.budget:
+            return len(costs)
+        spent, fit = 0.0, 0
+        for seconds in costs:
+            spent += seconds
+            if spent > 0.2 * self.clock.budget:
+                break
+            fit += 1
+        return max(1, fit)
 
     def budget_note(self) -> str:
         config, budget = self.problem.config, self.clock.budget
