@@ -32,7 +32,7 @@ def trials(out):
     return optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}").trials
 
 
-@pytest.mark.parametrize("strategy", ["dann", "coral", "mmd"])
+@pytest.mark.parametrize("strategy", ["dann", "cdan", "coral", "mmd", "mcc"])
 def test_adaptation_strategy_searches_digits_to_mnist(strategy, digits, mnist, tmp_path):
     out = tmp_path / "out"
     cli(
