@@ -31,6 +31,9 @@ from .study import SearchStudy
 #: the first look at each strategy: this many epochs at the smallest resolution, within this share
 #: of the budget in all
 EXPLORE_EPOCHS = 2
+#: examples a class at most for a training set to count as tiny (see ``small_data_probes``)
+SMALL_DATA = 10
+
 EXPLORE_SHARE = 0.25
 #: transfer trials to finish before the reference is planned (fewer when --n-trials is smaller)
 
@@ -83,6 +86,9 @@ def enqueue_first_trials(
     if probe is not None:
         for name in order[: probes or len(order)]:
             study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
+        for params in small_data_probes(problem, probe, order[0], size):
+            study.study.enqueue_trial(params)
+
     named = called_for(problem, probe)
     for strategy in named:
         study.study.enqueue_trial(warm_params(problem, strategy, order[0], size))
@@ -124,6 +130,23 @@ def exploration(
         chosen.append(params)
         spent += seconds
     return chosen
+
+
+def small_data_probes(problem: Problem, probe: StrategySpec, backbone: str, size: int | None) -> list[dict]:
+    """With a tiny training set (at most SMALL_DATA examples a class) a probe's learning rate matters
+    most and its trials cost nearly nothing (cached features): the probe again at the warm start's
+    learning rate divided and multiplied by three, on the top backbone."""
+    per_class = len(problem.split["train"]) / max(1, len(problem.dataset.classes))
+    lr = probe.warm_start.get("lr")
+    if per_class > SMALL_DATA or lr is None:
+        return []
+    low, high = probe.lr_range
+    out = []
+    for other in (lr / 3, lr * 3):
+        params = warm_params(problem, probe, backbone, size, epochs=problem.config.max_epochs)
+        params[f"{probe.name}.lr"] = min(high, max(low, other))
+        out.append(params)
+    return out
 
 
 def called_for(problem: Problem, probe: StrategySpec | None) -> list[StrategySpec]:
