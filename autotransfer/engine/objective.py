@@ -29,7 +29,11 @@ SAFETY = 0.9
 
 
 class Skipped(optuna.TrialPruned):
-    """Not run: predicted not to fit the time left."""
+    """Not run: predicted not to fit the time left (``predicted``: seconds, for one epoch)."""
+
+    def __init__(self, message: str, predicted: float) -> None:
+        super().__init__(message)
+        self.predicted = round(predicted, 2)
 
 
 class Objective:
@@ -47,6 +51,7 @@ class Objective:
             return self._run(trial, role, started)
         except Skipped as skip:
             trial.set_user_attr("skipped", str(skip))
+            trial.set_user_attr("predicted_s", skip.predicted)
             raise
         except optuna.TrialPruned:
             raise
@@ -85,7 +90,8 @@ class Objective:
         margin = SAFETY if self.cost.knows_backbone(choices.backbone.name) else 0.5
         if guess is not None and guess > allowed * margin and self.clock.budget is not None:
             raise Skipped(
-                f"skipped: one epoch is predicted to take {guess:.1f} s, {allowed:.1f} s are left for it"
+                f"skipped: one epoch is predicted to take {guess:.1f} s, {allowed:.1f} s are left for it",
+                guess,
             )
         trainer, info = build_trial(self.problem, trial, role, choices)
         self.cost.absorb(self.problem.timings)
@@ -115,8 +121,10 @@ class Objective:
         if epochs == 0:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
-                f"{allowed - spent:.1f} s are left for it"
+                f"{allowed - spent:.1f} s are left for it",
+                spent + prediction.total(1),
             )
+
         if epochs < choices.epochs:
             trial.set_user_attr("epochs_shrunk_from", choices.epochs)
             trainer.config.epochs = epochs
