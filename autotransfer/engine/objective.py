@@ -25,7 +25,7 @@ from .trial import Choices, TrialInfo, build_trial, choose
 #: the most of the whole budget one trial may take: a search is several trials, not one bet
 TRIAL_SHARE = 0.4
 #: predictions are planned against this much of the time allowed, for their error
-SAFETY = 0.9
+SAFETY = 0.8
 
 
 class Skipped(optuna.TrialPruned):
@@ -90,7 +90,8 @@ class Objective:
         margin = SAFETY if self.cost.knows_backbone(choices.backbone.name) else 0.5
         if guess is not None and guess > allowed * margin and self.clock.budget is not None:
             raise Skipped(
-                f"skipped: one epoch is predicted to take {guess:.1f} s, {allowed:.1f} s are left for it",
+                f"skipped: one epoch is predicted to take {guess:.1f} s, "
+                f"{max(0.0, allowed):.1f} s are left for it",
                 guess,
             )
         trainer, info = build_trial(self.problem, trial, role, choices)
@@ -121,7 +122,7 @@ class Objective:
         if epochs == 0:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
-                f"{allowed - spent:.1f} s are left for it",
+                f"{max(0.0, allowed - spent):.1f} s are left for it",
                 spent + prediction.total(1),
             )
 

@@ -225,9 +225,38 @@ def load(path: str, config=None):
         classes=classes,
         encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
         prepare=prepare,
+        input_size=typical_tokens(texts),
     )
     check_labels(dataset, str(path))
     return dataset
+
+
+#: sub-word tokens per whitespace-separated word, roughly, for English with a WordPiece or BPE vocabulary
+TOKENS_PER_WORD = 1.3
+
+
+def typical_tokens(texts: list[str]) -> int:
+    """The median text's length in tokens, estimated from its words (no tokenizer needed yet)."""
+    lengths = sorted(len(t.split()) for t in texts)
+    return max(1, round(lengths[len(lengths) // 2] * TOKENS_PER_WORD)) if lengths else 1
+
+
+def input_sizes(dataset, native: int) -> list[int]:
+    """Text lengths worth searching (``max_length``, in tokens): powers of two from the median text's
+    length (at least 32) to the backbone's ``native`` one; texts longer than that also get a quarter and
+    a half of it, cheaper, shorter reads (a transformer's cost grows with the length)."""
+    native = int(native)
+    own = dataset.input_size or native
+    low = 32
+    while low < min(own, native):
+        low *= 2
+    if low >= native:
+        return sorted({max(32, native // 4), max(32, native // 2), native})
+    sizes, size = set(), low
+    while size < native:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes | {native})
 
 
 def load_unlabeled(paths, config=None):
@@ -320,5 +349,7 @@ def register_tasks(register):
             load=load,
             load_unlabeled=load_unlabeled,
             layouts=("DATA.csv|.tsv|.jsonl with text and label columns", "DATA/CLASS_NAME/TEXT_FILE.txt"),
+            size_key="max_length",
+            input_sizes=input_sizes,
         )
     )
