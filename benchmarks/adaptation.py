@@ -20,13 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, machine_md, write  # noqa: E402
 
-METHODS = {"source-only": None, "dann": "dann", "coral": "coral", "mmd": "mmd"}
+METHODS = {"source-only": None, "dann": "dann", "cdan": "cdan", "coral": "coral", "mmd": "mmd", "mcc": "mcc"}
 
 
 def run(source: Path, target: Path, method: str, seed: int, args, out: Path) -> dict:
-    from autotransfer import cache
     from autotransfer.config import SearchConfig
-    from autotransfer.engine import run_search
+    from autotransfer.engine.run import run_search
 
     adapt = METHODS[method]
     config = SearchConfig(
@@ -46,7 +45,7 @@ def run(source: Path, target: Path, method: str, seed: int, args, out: Path) -> 
     )
     started = time.time()
     result = run_search(config)
-    cache.activations.clear()
+
     best = result.best or {}
     return {
         "target_accuracy": best.get("target_accuracy"),

@@ -74,15 +74,17 @@ def main() -> None:
         help="steps of a typical trial (the demo: 1300 images / batch 32 x 3 epochs is about 120)",
     )
     args = parser.parse_args()
-    from autotransfer_timm import build_lite
+    from autotransfer.plugins import default_host
 
+    spec = default_host().backbone(BACKBONE)  # the product's public surface: a registered backbone
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     rows = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
-        backbone = build_lite(BACKBONE, True)
+        backbone = spec.build(pretrained=True)
+
         model = Features(backbone)
         head = torch.nn.Linear(backbone.feature_dim, 10)
         model.to(device), head.to(device)

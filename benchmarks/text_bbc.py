@@ -33,7 +33,7 @@ STRATEGIES = ("linear-probe", "partial-finetune", "full-finetune", "lora", "bitf
 
 def autotransfer_run(data: Path, out: Path, strategy: str, args) -> dict:
     from autotransfer.config import SearchConfig
-    from autotransfer.engine import run_search
+    from autotransfer.engine.run import run_search
 
     started = time.time()
     result = run_search(
@@ -77,12 +77,14 @@ def trainer_run(data: Path, split: dict, args) -> dict:
     )
     from transformers.utils import logging
 
-    from autotransfer_hf import _minilm_path
+    from autotransfer.plugins import default_host
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     started = time.time()
-    path = _minilm_path()
+    # the weights the product itself loads: the registered backbone's tokenizer and model folder
+    path = default_host().backbone(BACKBONE).build(pretrained=False).preprocessing["tokenizer"]
+
     rows = list(csv.DictReader(data.open(encoding="utf-8")))
     classes = sorted({r["label"] for r in rows})
     tokenizer = AutoTokenizer.from_pretrained(path)
