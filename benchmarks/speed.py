@@ -33,8 +33,8 @@ def reference_search(data: Path, budget: float, size: int, strategy: str, max_ep
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from autotransfer_timm import lite_state_dict
-
+    # what a user gets from the weights' package, as a timm state dict (read once, like a cached download)
+    weights = lite_backbone(pretrained=True).body.state_dict()
     transform = transforms.Compose(
         [
             transforms.Grayscale(3),
@@ -58,9 +58,9 @@ def reference_search(data: Path, budget: float, size: int, strategy: str, max_ep
         )
         epochs = trial.suggest_int("epochs", 1, max_epochs)
         batch = trial.suggest_categorical("batch_size", [16, 32, 64])
+        # the same ImageNet weights, as a plain timm model with a fresh 10-class classifier
         model = timm.create_model(BACKBONE, pretrained=False, num_classes=10)
-        state = lite_state_dict(BACKBONE)
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(weights, strict=False)
         if strategy == "linear-probe":
             for name, p in model.named_parameters():
                 p.requires_grad_(name.startswith("classifier"))
@@ -125,19 +125,15 @@ def summarise(study, wall: float) -> dict:
 def autotransfer_search(
     data: Path, budget: float, size: int, strategy: str, max_epochs: int, seed: int, out: Path
 ) -> dict:
-    from autotransfer import cache
     from autotransfer.config import SearchConfig
-    from autotransfer.engine import run_search
+    from autotransfer.engine.run import run_search
 
-    cache.activations.clear()
-    cache.inputs.clear()
     started = time.time()
     result = run_search(
         SearchConfig(
             data=str(data),
             output=str(out),
-            n_trials=None,
-            timeout=budget,
+            budget=budget,
             backbones=[BACKBONE],
             strategies=[strategy],
             image_size=size,
@@ -147,15 +143,23 @@ def autotransfer_search(
             rank=False,
             batch_sizes=(16, 32, 64),
             quiet=True,
-        )
+        ),
+        started=started,
     )
-    return summarise(result.study, time.time() - started)
+    summary = summarise(result.study, time.time() - started)
+    summary["overrun_s"] = round(max(0.0, time.time() - started - budget), 1)
+    return summary
+
+
+def lite_backbone(pretrained: bool = True):
+    """The backbone as the product registers it (timm's model is its ``body``)."""
+    from autotransfer.plugins import default_host
+
+    return default_host().backbone(BACKBONE).build(pretrained=pretrained)
 
 
 def raw_throughput(size: int, batch: int = 32, steps: int = 10) -> float:
-    from autotransfer_timm import build_lite
-
-    model = build_lite(BACKBONE, True)
+    model = lite_backbone()
     head = torch.nn.Linear(model.feature_dim, 10)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
@@ -169,31 +173,39 @@ def raw_throughput(size: int, batch: int = 32, steps: int = 10) -> float:
     return batch * steps / (time.time() - started)
 
 
+FULL = {
+    "strategy": "full-finetune",
+    "full-finetune.lr": 1e-3,
+    "epochs": 3,
+    "batch_size": 32,
+    "weight_decay": 1e-4,
+    "full-finetune.layer_decay": 1.0,
+    "full-finetune.head_lr_mult": 1.0,
+    "full-finetune.warmup": 0.0,
+    "full-finetune.schedule": "cosine",
+    "full-finetune.label_smoothing": 0.0,
+    "augment": "off",
+}
+
+
+def problem_for(data: Path, size: int, out: Path, backbones=None):
+    from autotransfer.config import SearchConfig
+    from autotransfer.engine.problem import open_problem
+    from autotransfer.plugins import default_host
+
+    config = SearchConfig(data=str(data), output=str(out), backbones=backbones, image_size=size, quiet=True)
+    return open_problem(config, default_host())
+
+
 def trial_throughput_and_overhead(data: Path, size: int, out: Path) -> dict:
     """One full fine-tune trial of 3 epochs through autotransfer, timed by phase."""
-    from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
+    from autotransfer.engine.streams import streams
+    from autotransfer.engine.trial import build_trial
 
-    search = Search(
-        SearchConfig(data=str(data), output=str(out), backbones=[BACKBONE], image_size=size, quiet=True)
-    )
-    params = {
-        "backbone": BACKBONE,
-        "strategy": "full-finetune",
-        "full-finetune.lr": 1e-3,
-        "epochs": 3,
-        "batch_size": 32,
-        "weight_decay": 1e-4,
-        "full-finetune.layer_decay": 1.0,
-        "full-finetune.head_lr_mult": 1.0,
-        "full-finetune.warmup": 0.0,
-        "full-finetune.schedule": "cosine",
-        "full-finetune.label_smoothing": 0.0,
-        "augment": "off",
-    }
-    search.streams(search.preprocessing_for(search.backbones[0].build(pretrained=False)))  # decode once
+    problem = problem_for(data, size, out, [BACKBONE])
+    streams(problem, problem.preprocessing(problem.backbones[0]))  # decoded once, as in a search
     started = time.time()
-    trainer, _ = search.build_trial(optuna.trial.FixedTrial(params))
+    trainer, _ = build_trial(problem, optuna.trial.FixedTrial({"backbone": BACKBONE, **FULL}))
     built = time.time()
     trainer.fit()
     done = time.time()
@@ -203,37 +215,29 @@ def trial_throughput_and_overhead(data: Path, size: int, out: Path) -> dict:
         "overhead_s": round(built - started, 2),
         "trial_s": round(done - started, 2),
         "overhead_fraction": round((built - started) / (done - started), 3),
+        "pass_size": trainer.config.pass_size,
     }
 
 
 def kendall_for_zoo(data: Path, size: int, out: Path) -> dict:
     from scipy.stats import kendalltau
 
-    from autotransfer.config import SearchConfig
-    from autotransfer.engine import Search
-    from autotransfer.rank import rank_backbones
+    from autotransfer.engine.candidates import probe_or_error
+    from autotransfer.engine.rank import rank_backbones
+    from autotransfer.engine.trial import build_trial
 
-    search = Search(
-        SearchConfig(data=str(data), output=str(out), image_size=size, quiet=True), open_study=False
-    )
-    ranking = rank_backbones(search)
+    problem = problem_for(data, size, out)
+    ranking = rank_backbones(problem, probe_or_error(problem.host, problem.modality, "ranking"))
     accuracy = {}
     for r in ranking:
         params = {
             "backbone": r.backbone,
-            "strategy": "full-finetune",
-            "full-finetune.lr": 1e-3,
-            "epochs": 3,
-            "batch_size": 32,
-            "weight_decay": 1e-4,
+            **FULL,
             "full-finetune.layer_decay": 0.8,
             "full-finetune.head_lr_mult": 10.0,
             "full-finetune.warmup": 0.1,
-            "full-finetune.schedule": "cosine",
-            "full-finetune.label_smoothing": 0.0,
-            "augment": "off",
         }
-        trainer, _ = search.build_trial(optuna.trial.FixedTrial(params))
+        trainer, _ = build_trial(problem, optuna.trial.FixedTrial(params))
         accuracy[r.backbone] = trainer.fit()
     tau = kendalltau([r.logme for r in ranking], [accuracy[r.backbone] for r in ranking]).statistic
     return {
