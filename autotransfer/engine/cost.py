@@ -73,6 +73,9 @@ class Query:
     batch_size: int
     #: extra streams trained beside the source (target domain, related tasks)
     extra_streams: int = 0
+    #: backbone parameters the trial trains (None: every one past the frozen prefix)
+    trainable_params: int | None = None
+
     #: examples whose frozen activations are computed once (train, validation, extra streams)
     n_cached_inputs: int = 0
     n_decoded_inputs: int = 0
@@ -86,15 +89,18 @@ class Prediction:
     fixed: float
     per_epoch: float
     correction: float = 1.0
+    #: seconds every trial costs beyond its parts (the study's bookkeeping, checkpoints)
+    overhead: float = 0.0
     parts: dict = field(default_factory=dict)
 
     def total(self, epochs: int) -> float:
-        return (self.fixed + self.per_epoch * epochs) * self.correction
+        return self.overhead + (self.fixed + self.per_epoch * epochs) * self.correction
 
     def epochs_within(self, seconds: float, most: int) -> int:
         """The most epochs (up to ``most``) predicted to finish within ``seconds``."""
         if seconds == float("inf"):
             return most
+        seconds -= self.overhead
         if self.per_epoch <= 0:
             return most if self.fixed * self.correction <= seconds else 0
         fit = int((seconds / self.correction - self.fixed) // self.per_epoch)
@@ -112,7 +118,7 @@ class CostModel:
         self.build: dict[str, float] = {}
         self.decode: dict[str, float] = {}
         self.step_per_param = 2e-9
-        self.ratios: list[float] = []
+        self.pairs: list[tuple[float, float]] = []
         self.frozen_by_strategy: dict[str, list[int]] = {}
         #: what was measured on this device ("optimizer"), so it is measured once
         self.measured: set[str] = set()
@@ -174,13 +180,27 @@ class CostModel:
         """A finished trial: its predicted and actual seconds (for the same epochs), and the frozen
         prefix its strategy chose."""
         if predicted > 0 and actual > 0:
-            self.ratios = (self.ratios + [actual / predicted])[-HISTORY:]
+            self.pairs = (self.pairs + [(predicted, actual)])[-HISTORY:]
         if frozen is not None:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
     @property
     def correction(self) -> float:
-        return min(5.0, max(0.2, statistics.median(self.ratios))) if self.ratios else 1.0
+        """Actual over predicted seconds: the median ratio of recent trials long enough (a predicted
+        second or more) for the per-trial overhead not to dominate, else of all of them."""
+        if not self.pairs:
+            return 1.0
+        long = [(p, a) for p, a in self.pairs if p >= 1.0] or self.pairs
+        return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
+
+    @property
+    def overhead(self) -> float:
+        """Seconds a trial costs beyond what its corrected parts predict: the median over the shorter
+        half of recent trials (never below zero)."""
+        if len(self.pairs) < 2:
+            return 0.0
+        short = sorted(self.pairs)[: max(1, len(self.pairs) // 2)]
+        return max(0.0, statistics.median(a - self.correction * p for p, a in short))
 
     # predicting -----------------------------------------------------------------------------------
     def rates_for(self, backbone: str, size: Any) -> Rates | None:
@@ -219,10 +239,15 @@ class CostModel:
         k = min(n, query.frozen_prefix if query.frozen_prefix is not None else 0)
         prefix, suffix = sum(forward[:k]), sum(forward[k:])
         uncached = 0.0 if query.cached else prefix
-        train_example = (suffix * (1 + backward) + uncached) * (1 + query.extra_streams)
+        # a backward pass is about half gradients for the activations, half for the weights; a
+        # strategy that trains few of the weights (BitFit, LoRA) pays little of the second half
+        body = sum(params[k:])
+        trainable = body if query.trainable_params is None else min(body, query.trainable_params)
+        share = trainable / body if body else 1.0
+        train_example = (suffix * (1 + backward * (0.5 + 0.5 * share)) + uncached) * (1 + query.extra_streams)
         eval_example = suffix + uncached
         steps = max(1, -(-query.n_train // max(1, query.batch_size)))
-        step = STEP_OVERHEAD + self.step_per_param * (sum(params[k:]) + head)
+        step = STEP_OVERHEAD + self.step_per_param * (trainable + head)
         per_epoch = query.n_train * train_example + query.n_eval * eval_example + steps * step
         build = 0.0 if query.built else self.build.get(query.backbone, UNKNOWN_BUILD)
         decode = (
@@ -231,7 +256,11 @@ class CostModel:
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
         parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
         return Prediction(
-            fixed=build + decode + cache, per_epoch=per_epoch, correction=self.correction, parts=parts
+            fixed=build + decode + cache,
+            per_epoch=per_epoch,
+            correction=self.correction,
+            overhead=self.overhead,
+            parts=parts,
         )
 
 

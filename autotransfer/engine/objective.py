@@ -138,6 +138,7 @@ class Objective:
                 "fixed": prediction.fixed,
                 "epoch": prediction.per_epoch,
                 "correction": prediction.correction,
+                "overhead": prediction.overhead,
             },
         )
         return prediction, epochs
@@ -239,7 +240,11 @@ def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial) -> float | None:
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
     if parts is None or epochs < 1:
         return None
-    return parts["spent"] + parts["correction"] * (parts["fixed"] + parts["epoch"] * epochs)
+    return (
+        parts["spent"]
+        + parts.get("overhead", 0.0)
+        + parts["correction"] * (parts["fixed"] + parts["epoch"] * epochs)
+    )
 
 
 def last_skips(study: SearchStudy, n: int) -> bool:

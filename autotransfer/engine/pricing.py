@@ -98,6 +98,12 @@ def estimate(problem: Problem, cost: CostModel, params: dict) -> float | None:
     return None if query is None else cost.predict(query).total(query.epochs)
 
 
+def trained_backbone_params(trainer) -> int:
+    """Parameters of the backbone the trial's optimiser updates (the head and add-ons not counted)."""
+    backbone = {id(p) for p in trainer.model.backbone.parameters()}
+    return sum(p.numel() for g in trainer.plan.param_groups for p in g["params"] if id(p) in backbone)
+
+
 def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any) -> Query:
     """After building: the trainer knows its frozen prefix, what it caches and what is cached."""
     n = counts(problem)
@@ -112,6 +118,7 @@ def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any) -> Q
         n_eval=n["n_eval"],
         batch_size=trainer.config.batch_size,
         extra_streams=len(trainer.extras),
+        trainable_params=trained_backbone_params(trainer),
         n_cached_inputs=n["n_cached"],
         n_decoded_inputs=n["n_all"],
         inputs_ready=True,  # building the trainer decoded them
