@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import click
@@ -10,12 +11,45 @@ import click
 from .errors import UserError
 
 
+class OneLineUsageError(click.UsageError):
+    """click's usage error (a bad option value, an unknown option or command, a missing argument) as
+    one ``error:`` line that points to ``--help``, instead of click's usage block."""
+
+    def __init__(self, original: click.UsageError, command_path: str) -> None:
+        super().__init__(original.format_message(), original.ctx)
+        self.exit_code = original.exit_code
+        self.command_path = command_path
+
+    def show(self, file=None) -> None:
+        message = " ".join(self.format_message().split()).rstrip(".")
+        message = re.sub(r"\.\s+\(?Did you mean (.*?)\??\)?$", r"; did you mean \1?", message)
+        message = message[:1].lower() + message[1:]
+        click.echo(f"error: {message} (see '{self.command_path} --help')", err=True)
+
+
+def _one_line(exc: click.UsageError, command_path: str) -> click.UsageError:
+    """``exc`` as one line; ``command_path`` names the command being parsed when ``exc`` has no context
+    (the parser's errors carry none)."""
+    # a group run without arguments shows its help, as click does
+    if isinstance(exc, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return OneLineUsageError(exc, exc.ctx.command_path if exc.ctx is not None else command_path)
+
+
 class Group(click.Group):
-    """Prints a user's mistake as one line, never a traceback."""
+    """Prints a user's mistake as one line, never a traceback or a usage block."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the group's own options (autotransfer --plugin ...)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc, info_name or "autotransfer") from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # the command's name, its options and arguments
+            raise _one_line(exc, " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))) from None
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -32,7 +66,7 @@ def _host(ctx):
     return default_host(ctx.obj["plugins"])
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="autotransfer")
 @click.option(
     "--plugin",
@@ -248,18 +282,30 @@ for _kind in ("backbones", "strategies", "tasks"):
 @click.option(
     "--trust-pickle", is_flag=True, help="Allow a pickle checkpoint (only from a source you trust)."
 )
+@click.option("--text-column", help="Text column of a CSV/TSV/JSONL input.")
+@click.option("--encoding", help="Encoding of text inputs that are not UTF-8 (latin-1, cp1252...).")
 @click.pass_context
-def predict(ctx, model_dir, inputs, device, as_json, trust_pickle):
-    """Predict labels with an exported model: one line per input."""
+def predict(ctx, model_dir, inputs, device, as_json, trust_pickle, text_column, encoding):
+    """Predict labels with an exported model: one line per input. An input that cannot be read is
+    named on stderr and the others are predicted; the exit status is then 1."""
     from .export import load_model
+    from .specs import TaskOptions
 
     model = load_model(model_dir, device=device, host=_host(ctx), trust_pickle=trust_pickle)
-    for row in model.predict(inputs):
+    rows = model.predict(inputs, TaskOptions(text_column=text_column, encoding=encoding))
+    for row in rows:
         click.echo(
             json.dumps(row, ensure_ascii=False)
             if as_json
             else f"{row['input']}\t{row['label']}\t{row['probability']:.4f}"
         )
+    if rows.skipped:
+        click.echo(
+            f"error: {len(rows.skipped)} inputs could not be read (each named above) and have no "
+            f"prediction; the other {len(rows)} are predicted",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.command()

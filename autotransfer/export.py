@@ -45,6 +45,15 @@ def write_model(model_dir: Path, model, config: dict) -> None:
     (model_dir / CONFIG).write_text(json.dumps(config, indent=2))
 
 
+class Predictions(list):
+    """The rows ``predict`` returns (one dict per input it could read), and ``skipped``: one line per
+    input it could not read (``skipped NAME: why``), as the task named them."""
+
+    def __init__(self, rows=(), skipped=()) -> None:
+        super().__init__(rows)
+        self.skipped = list(skipped)
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -52,13 +61,18 @@ class LoadedModel:
     task: Any
     device: Any
 
-    def predict(self, inputs: Sequence[str]) -> list[dict]:
-        """One dict per input: the item, its predicted label and the probability."""
+    def predict(self, inputs: Sequence[str], options=None) -> Predictions:
+        """One dict per input the task could read: the item, its predicted label and the probability.
+
+        Inputs that cannot be read (missing, damaged, empty) do not stop the others: the task skips
+        each with a warning on stderr, and the result's ``skipped`` lists them; when none can be read,
+        a ``UserError``. ``options``: a ``TaskOptions`` (a text file's encoding, a table's text column).
+        """
         from .specs import TaskOptions
         from .training.batches import to_device
         from .training.inference import infer
 
-        dataset = self.task.load_unlabeled([str(i) for i in inputs], TaskOptions())
+        dataset = self.task.load_unlabeled([str(i) for i in inputs], options or TaskOptions())
         preprocessing = self.config["preprocessing"]
         encoded = to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device)
         self.model.eval()
@@ -70,10 +84,11 @@ class LoadedModel:
         )
         conf, label = probs.max(1)
         classes = self.config["classes"]
-        return [
+        rows = [
             {"input": item, "label": classes[k], "probability": round(c, 4)}
             for item, c, k in zip(dataset.items, conf.tolist(), label.tolist())
         ]
+        return Predictions(rows, dataset.notes)
 
 
 def load_model(

@@ -11,7 +11,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import FAST, cli
+from conftest import FAST, cli, cli_subprocess
 
 TINY = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", *FAST]
 
@@ -258,3 +258,57 @@ def test_out_of_memory_retries_once_with_half_the_micro_batch(digits, tmp_path, 
         assert trial.user_attrs["fail_reason"].startswith("out of memory even at half the micro-batch")
     else:
         assert trial.user_attrs["micro_batch"] == batch // 2
+
+
+@pytest.mark.parametrize(
+    "args,words,command",
+    [
+        (["search", "DATA", "--n-trials", "abc"], ["--n-trials", "'abc'", "integer"], "search"),
+        (["search", "DATA", "--no-such-option"], ["--no-such-option"], "search"),
+        (["search", "DATA", "--n-trial", "3"], ["--n-trial", "did you mean", "'--n-trials'"], "search"),
+        (["search", "DATA", "--n-trials"], ["--n-trials", "requires an argument"], "search"),
+        (["search"], ["missing argument", "DATA"], "search"),
+        (["search", "DATA", "--heartbeat", "1"], ["--heartbeat", "1"], "search"),
+        (["serach", "DATA"], ["serach", "did you mean 'search'"], ""),
+        (["--no-such-option", "search", "DATA"], ["--no-such-option"], ""),
+        (["demo", "cifar", "out"], ["cifar", "digits"], "demo"),
+    ],
+    ids=[
+        "wrong type",
+        "unknown option",
+        "misspelt option",
+        "no value",
+        "no argument",
+        "out of range",
+        "misspelt command",
+        "unknown group option",
+        "not a choice",
+    ],
+)
+def test_usage_mistakes_are_one_error_line_with_exit_code_2(args, words, command):
+    """click's own errors (a value of the wrong type, an unknown option or command, a missing
+    argument) print as one line that points to --help, as every other mistake does: no Usage block."""
+    result = cli_subprocess(*args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert lines[0].endswith(f"autotransfer.cli{' ' * bool(command)}{command} --help')"), lines[0]
+    assert "Usage" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["search", "--help"], ["predict", "-h"]])
+def test_help_still_shows_usage(args):
+    result = cli_subprocess(*args, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("Usage: ") and "Options:" in result.stdout
+    if "search" in args:
+        assert "--n-trials" in result.stdout and "--budget" in result.stdout
+
+
+def test_no_command_shows_the_help():
+    result = cli_subprocess(timeout=60)
+    assert "Usage: " in result.stderr + result.stdout and "Commands:" in result.stderr + result.stdout
+    assert "error" not in result.stderr

@@ -15,12 +15,19 @@ def pick_task(host: Host, config: SearchConfig) -> TaskSpec:
     registry = host.registry
     if config.task:
         return registry.get("tasks", config.task)
-    if not Path(config.data).exists():
+    data = Path(config.data)
+    if not data.exists():
         raise UserError(f"{config.data}: no such file or folder; give your labelled data")
+    try:
+        entries = [p for p in data.iterdir() if not p.name.startswith(".")] if data.is_dir() else None
+    except OSError as exc:
+        raise UserError(f"{config.data}: cannot read the folder ({exc.strerror or exc})") from None
     for name in registry.names("tasks"):
         spec = registry.get("tasks", name)
         if spec.detect(config.data):
             return spec
+    if entries == []:
+        raise UserError(f"{config.data}: the folder is empty; give the folder that holds your labelled data")
     layouts = "; ".join(
         f"{n}: {', '.join(registry.get('tasks', n).layouts)}" for n in registry.names("tasks")
     )

@@ -116,11 +116,20 @@ def parameter_importances(study: optuna.Study) -> tuple[dict[str, float] | None,
             None,
             "Parameter importances need a parameter that varies across the completed trials; none did.",
         )
+    if len({t.value for t in complete}) == 1:
+        return None, (
+            f"Parameter importances need completed trials whose validation results differ; all "
+            f"{len(complete)} reached {fmt(complete[0].value)}, so no parameter made a difference to measure."
+        )
     sub = optuna.create_study(direction="maximize")
     sub.add_trials(complete)
-    values = optuna.importance.get_param_importances(
-        sub, params=varying, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-    )
+    try:
+        values = optuna.importance.get_param_importances(
+            sub, params=varying, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except (RuntimeError, ValueError) as exc:  # fANOVA refuses data it cannot split; the rest still renders
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"Parameter importances could not be computed for these trials (fANOVA: {reason})."
     return dict(values), (
         f"fANOVA over {len(complete)} completed trials, on the parameters every one of them "
         "has; a strategy's own knobs show once enough trials of it complete."
@@ -343,9 +352,10 @@ def _stopped(s: Searched) -> Section:
     counts = {state: sum(r["state"] == state for r in rows) for state in ("PRUNED", "FAIL")}
     text = (
         f"{counts['PRUNED']} pruned (stopped early by the pruner: poor validation {s.metric} at an epoch), "
-        f"{counts['FAIL']} failed (an error, recorded with its reason; the search went on). Failed trials' "
-        "tracebacks are in failures.log."
+        f"{counts['FAIL']} failed (an error, recorded with its reason; the search went on)."
     )
+    if (s.out_dir / "failures.log").is_file():
+        text += " Failed trials' tracebacks are in failures.log."
     return Section(
         "pruned-failed",
         "Pruned and failed trials",

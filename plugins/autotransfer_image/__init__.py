@@ -6,8 +6,10 @@ and augmentation run on tensors, on the training device.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,36 +26,89 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_dirs(root: Path, skipped: list[str] | None = None) -> list[Path]:
+    """The sub-folders of ``root``, sorted; links among them that loop or lead to another of them are
+    left out (see ``_walk_images``)."""
+    dirs = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        why = _link_problem(str(root), p.name, str(root))
+        if why:
+            _skip(skipped, p, why)
+        elif p.is_dir():
+            dirs.append(p)
+    return dirs
 
 
-def _is_loop(dirpath: str, name: str) -> bool:
-    """A directory link back to a folder above it (or to itself) would walk in circles."""
-    here = os.path.realpath(dirpath)
-    target = os.path.realpath(os.path.join(dirpath, name))
-    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, sorted, following directory links once; links that loop back
-    above themselves are skipped with a warning."""
-    found, seen = [], set()
+def _link_problem(dirpath: str, name: str, root: str | None) -> str | None:
+    """Why the folder entry ``name`` is a link not to follow, or None. A link that loops would walk in
+    circles; a folder link to somewhere inside the data folder ``root`` would read images a second
+    time, in another class (they are read where they are)."""
+    path = os.path.join(dirpath, name)
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that leads back to itself; fix or remove it"
+        return None  # dangling: not a folder, and an image file's check says why
+    if not os.path.isdir(path):
+        return None
+    here, target = os.path.realpath(dirpath), os.path.realpath(path)
+    if _inside(here, target):
+        return "a link that loops back above itself"
+    if root is not None and _inside(target, os.path.realpath(root)):
+        where = os.path.relpath(target, os.path.realpath(root))
+        return f"a link to {_item_name(Path(where))} in the same data folder, whose images are read there"
+    return None
+
+
+def _skip(skipped: list[str] | None, path, why: str) -> None:
+    if skipped is not None:
+        skipped.append(f"skipped {_item_name(Path(path))}: {why}")
+
+
+def _walk_images(folder: Path, skipped: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    """Image files under ``folder``, sorted, following folder links once. Links that would walk in
+    circles or read images twice (see ``_link_problem``; ``root`` is the labelled data folder, when
+    there is one), or lead to a folder already read, are left out, each named once in ``skipped`` when
+    given (``detect`` only looks: it passes none)."""
+    found, seen = [], {}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
+            if os.path.islink(dirpath):
+                _skip(skipped, dirpath, f"a link to {_item_name(Path(seen[real]))}, which is read already")
             continue
-        seen.add(real)
-        for d in dirnames:
-            if _is_loop(dirpath, d):
-                print(
-                    f"warning: skipped {_item_name(Path(dirpath) / d)}: a link that loops back above itself",
-                    file=sys.stderr,
-                )
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_loop(dirpath, d))
-        found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
+        seen[real] = dirpath
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            why = _link_problem(dirpath, d, root and str(root))
+            if why:
+                _skip(skipped, Path(dirpath) / d, why)
+            else:
+                kept.append(d)
+        dirnames[:] = kept
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            why = _link_problem(dirpath, f, None)  # links that loop are no folders to os.walk: they land here
+            if why:
+                _skip(skipped, Path(dirpath) / f, why)
+            elif _is_image(Path(f)):
+                found.append(Path(dirpath) / f)
     return sorted(found)
+
+
+def _files(n: int) -> str:
+    return f"{n} image file" + ("s" if n != 1 else "")
 
 
 def _item_name(path: Path) -> str:
@@ -62,15 +117,40 @@ def _item_name(path: Path) -> str:
 
 
 def detect(path: str) -> bool:
+    """A folder whose class folders hold images; or a folder of images and no sub-folders at all, which
+    this task reads best of all tasks: ``load`` then says how to lay it out (one folder per class)."""
     root = Path(path)
     if not root.is_dir():
         return False
-    return any(_walk_images(d)[:1] for d in _class_dirs(root)[:50])
+    class_dirs = _class_dirs(root)
+    if not class_dirs:
+        return bool(_loose_images(root)[:1])
+    return any(_walk_images(d)[:1] for d in class_dirs[:50])
 
 
-def _check_image(path: Path) -> str | None:
-    """None when the file decodes, else the reason."""
-    return _inspect(path)[0]
+def _loose_images(root: Path) -> list[Path]:
+    """Image files lying directly in ``root``, in no class folder."""
+    return sorted(p for p in root.iterdir() if _is_image(p) and not p.is_dir())
+
+
+def _inspect_all(files: list[Path]) -> tuple[list[tuple[str | None, int | None]], list[str]]:
+    """``_inspect`` of every file, in parallel; and one line per file Pillow warned about while
+    decoding it (a damaged tag, a very large image), as ``NAME: Pillow says ...``: its warnings name no
+    file and span two lines, so they are caught here and said the way every other warning is."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            inspected = list(pool.map(_inspect, files))
+    said = []
+    if caught:  # which files: again one at a time (rare, so the cost is too)
+        for file, (problem, _) in zip(files, inspected):
+            if problem is None:
+                with warnings.catch_warnings(record=True) as mine:
+                    warnings.simplefilter("always")
+                    _inspect(file)
+                for message in dict.fromkeys(str(w.message).splitlines()[0] for w in mine if str(w.message)):
+                    said.append(f"{_item_name(file)}: Pillow says {message!r}; it is used as decoded")
+    return inspected, said
 
 
 def _inspect(path: Path) -> tuple[str | None, int | None]:
@@ -120,22 +200,32 @@ def load(path: str, config=None):
         raise UserError(f"{path}: no such folder; give a folder with one sub-folder of images per class")
     if not root.is_dir():
         raise UserError(f"{path}: not a folder; give a folder with one sub-folder of images per class")
-    class_dirs = _class_dirs(root)
+    walked: list[str] = []  # links that would walk in circles or read a folder twice
+    class_dirs = _class_dirs(root, walked)
+    loose = _loose_images(root)
     if not class_dirs:
-        raise UserError(f"{path}: no class folders; put each class's images in a sub-folder named after it")
+        found = f" (it holds {_files(len(loose))} directly)" if loose else ""
+        raise UserError(
+            f"{path}: no class folders{found}; put each class's images in a sub-folder named after it"
+        )
+    if loose:
+        print(
+            f"warning: {path}: {_files(len(loose))} directly in the folder, in no class folder (first: "
+            f"{_item_name(Path(loose[0].name))}); they are not used: move each into its class's folder",
+            file=sys.stderr,
+        )
     files, labels, classes = [], [], []
     for class_dir in class_dirs:
-        images = _walk_images(class_dir)
+        images = _walk_images(class_dir, walked, root)
         if not images:
             raise UserError(
-                f"{class_dir}: class folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                "add images or remove the folder"
+                f"{_item_name(class_dir)}: class folder has no image files "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder"
             )
         classes.append(class_dir.name)
         files += images
         labels += [len(classes) - 1] * len(images)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        inspected = list(pool.map(_inspect, files))
+    inspected, pillow_said = _inspect_all(files)
     notes, kept_files, kept_labels, sides = [], [], [], []
     for file, label, (problem, side) in zip(files, labels, inspected):
         if problem:
@@ -144,7 +234,7 @@ def load(path: str, config=None):
             kept_files.append(file)
             kept_labels.append(label)
             sides.append(side)
-    for note in notes:
+    for note in walked + notes + pillow_said:
         print(f"warning: {note}", file=sys.stderr)
     if notes:
         print(
@@ -163,7 +253,7 @@ def load(path: str, config=None):
         classes=classes,
         encode=lambda indices, preprocessing: encode_files([kept_files[i] for i in indices], preprocessing),
         prepare=prepare,
-        notes=notes,
+        notes=walked + notes,
         input_size=sorted(sides)[len(sides) // 2] if sides else None,
     )
     from autotransfer.data import check_labels
@@ -173,23 +263,40 @@ def load(path: str, config=None):
 
 
 def load_unlabeled(paths, config=None):
-    """Files or folders (flat or nested) of images, for prediction or an unlabelled target domain."""
+    """Files or folders (flat or nested) of images, for prediction or an unlabelled target domain.
+
+    An input that cannot be read (a missing path, a damaged or non-image file, a looping link, a
+    folder without images) is skipped, not fatal: each is named in one warning on stderr and listed in
+    the dataset's ``notes`` (``skipped NAME: why``), so ``predict`` predicts the others and says what it
+    left out. Only when nothing readable is left is it an error."""
     from autotransfer.data import Dataset
 
-    files = []
+    files, skipped = [], []
     for ref in paths:
         p = Path(ref)
         if p.is_dir():
-            files += _walk_images(p)
-        elif p.is_file():
+            images = _walk_images(p, skipped)
+            if not images:
+                _skip(skipped, p, f"no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files += images
+        elif os.path.lexists(p):  # a file, or a link that may lead nowhere: the check below says why
             files.append(p)
         else:
-            raise UserError(f"{ref}: no such file or folder")
+            _skip(skipped, p, "no such file or folder")
+    inspected, pillow_said = _inspect_all(files)
+    for file, (problem, _) in zip(files, inspected):
+        if problem:
+            _skip(skipped, file, f"{problem}; remove or replace it")
+    files = [f for f, (problem, _) in zip(files, inspected) if not problem]
+    for note in skipped + pillow_said:
+        print(f"warning: {note}", file=sys.stderr)
     if not files:
-        raise UserError(f"{', '.join(map(str, paths))}: no image files found")
-    bad = [(f, r) for f in files if (r := _check_image(f))]
-    if bad:
-        raise UserError(f"{_item_name(bad[0][0])}: {bad[0][1]}; remove or replace it")
+        named = ", ".join(map(str, paths))
+        raise UserError(
+            f"{named}: no readable image files"
+            + (f" ({len(skipped)} inputs skipped, each named above)" if skipped else "")
+            + "; give image files or folders of them"
+        )
     return Dataset(
         root="",
         task="image-classification",
@@ -199,6 +306,7 @@ def load_unlabeled(paths, config=None):
         classes=[],
         encode=lambda indices, preprocessing: encode_files([files[i] for i in indices], preprocessing),
         prepare=prepare,
+        notes=skipped,
     )
 
 
@@ -239,8 +347,10 @@ def encode_files(files, preprocessing):
 
     size = int(preprocessing["image_size"])
     interpolation = preprocessing.get("interpolation", "bicubic")
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        arrays = list(pool.map(lambda f: _decode(f, size, interpolation), files))
+    with warnings.catch_warnings():  # Pillow's warnings were said, file by file, when the data loaded
+        warnings.simplefilter("ignore")
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            arrays = list(pool.map(lambda f: _decode(f, size, interpolation), files))
     stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
 

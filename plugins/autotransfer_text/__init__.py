@@ -10,9 +10,11 @@ tensors; each batch is trimmed to its longest text.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import json
+import sys
 from pathlib import Path
 
 from autotransfer import hookimpl
@@ -88,6 +90,7 @@ def _read_table(path: Path, encoding: str | None) -> tuple[list[str], list[dict]
             rows.append({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in row.items()})
             columns.update(dict.fromkeys(row))
         return list(columns), rows
+    delimiter = _delimiter(path, text, delimiter)
     try:
         reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
         columns = [c for c in (reader.fieldnames or [])]
@@ -95,6 +98,27 @@ def _read_table(path: Path, encoding: str | None) -> tuple[list[str], list[dict]
     except csv.Error as exc:
         raise UserError(f"{path}: not a readable {path.suffix[1:].upper()} file ({exc})") from None
     return columns, rows
+
+
+DELIMITER_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "bars"}
+
+
+def _delimiter(path: Path, text: str, expected: str) -> str:
+    """The separator the file uses: the one its suffix says, unless its header line has none of that
+    and does have another one (a TSV saved as .csv, a European CSV with semicolons); said in a note."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if expected in header:
+        return expected
+    counts = {d: header.count(d) for d in DELIMITER_NAMES if d != expected}
+    found = max(counts, key=counts.get)
+    if not counts[found]:
+        return expected
+    print(
+        f"note: {path}: its columns are separated by {DELIMITER_NAMES[found]}, not "
+        f"{DELIMITER_NAMES[expected]}; reading it that way",
+        file=sys.stderr,
+    )
+    return found
 
 
 def _pick_column(
@@ -113,7 +137,7 @@ def _pick_column(
         return matches[0]
     others = [c for c in columns if c != exclude]
     if kind == "label" and exclude is not None and len(others) == 1:
-        return others[0]
+        return _guessed(path, others[0], kind, f"the only column besides the text column {exclude!r}")
     if kind == "text" and len(columns) == 2:
         # two unnamed columns: the text is the one with longer, more varied values
         def score(c):
@@ -122,11 +146,21 @@ def _pick_column(
 
         first, second = sorted(columns, key=score, reverse=True)
         if score(first)[0] > score(second)[0] and score(first)[1] > score(second)[1]:
-            return first
+            return _guessed(path, first, kind, "its values are longer and more varied")
     raise UserError(
         f"{path}: cannot tell which column holds the {kind}; columns found: {found}; "
         f"pass --{kind}-column NAME"
     )
+
+
+def _guessed(path: Path, column: str, kind: str, why: str) -> str:
+    """A column chosen by guess, not by name: say which, so a wrong guess is seen before a search."""
+    print(
+        f"note: {path}: took column {column!r} as the {kind} ({why}); pass --{kind}-column NAME to choose "
+        "another",
+        file=sys.stderr,
+    )
+    return column
 
 
 def _check_texts(where: Path, texts: list[str], names: list[str]) -> None:
@@ -136,7 +170,7 @@ def _check_texts(where: Path, texts: list[str], names: list[str]) -> None:
         raise UserError(f"{where}: empty text at {empty[0]}{more}; fill in or remove those rows")
 
 
-def _table_examples(path: Path, config, labelled: bool):
+def _table_examples(path: Path, config):
     columns, rows = _read_table(path, _option(config, "encoding"))
     if not rows:
         raise UserError(
@@ -148,8 +182,6 @@ def _table_examples(path: Path, config, labelled: bool):
     names = [f"{path.name}:{i}" for i in range(1, len(rows) + 1)]
     texts = [row.get(text_column) or "" for row in rows]
     _check_texts(path, texts, [f"row {i} (column {text_column!r})" for i in range(1, len(rows) + 1)])
-    if not labelled:
-        return names, texts, None
     label_column = _pick_column(path, columns, rows, config, "label", exclude=text_column)
     labels = [(row.get(label_column) or "").strip() for row in rows]
     blank = [i for i, label in enumerate(labels, 1) if not label]
@@ -163,10 +195,17 @@ def _table_examples(path: Path, config, labelled: bool):
 
 
 def _text_files(folder: Path) -> list[Path]:
-    return sorted(
+    return sorted(_iter_text_files(folder))
+
+
+def _iter_text_files(folder: Path):
+    """The .txt files under ``folder`` (.TXT too), hidden ones and those in hidden folders left out."""
+    return (
         p
-        for p in folder.rglob("*.txt")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        for p in folder.rglob("*")
+        if p.suffix.lower() == ".txt"
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -181,7 +220,7 @@ def detect(path: str) -> bool:
         return root.suffix.lower() in TABLE_SUFFIXES
     if not root.is_dir():
         return False
-    return any(next(iter(d.rglob("*.txt")), None) is not None for d in _class_dirs(root)[:50])
+    return any(next(_iter_text_files(d), None) is not None for d in _class_dirs(root)[:50])
 
 
 def load(path: str, config=None):
@@ -196,7 +235,7 @@ def load(path: str, config=None):
     if root.is_file():
         if root.suffix.lower() not in TABLE_SUFFIXES:
             raise UserError(f"{path}: not a CSV, TSV or JSONL file; give one with a text and a label column")
-        items, texts, names = _table_examples(root, config, labelled=True)
+        items, texts, names = _table_examples(root, config)
         classes = sorted(set(names))
         position = {c: i for i, c in enumerate(classes)}
         labels = [position[n] for n in names]
@@ -260,30 +299,68 @@ def input_sizes(dataset, native: int) -> list[int]:
 
 
 def load_unlabeled(paths, config=None):
-    """Tables (their text column; any label column is ignored), .txt files, or folders of them."""
+    """Tables (their text column; any label column is ignored), .txt files, or folders of them.
+
+    An input that cannot be read (a missing path, a file that is not text in the encoding, an empty
+    text, a table without a text column, a folder without .txt files) is skipped, not fatal: each is
+    named in one warning on stderr and listed in the dataset's ``notes`` (``skipped NAME: why``), so
+    ``predict`` predicts the others and says what it left out. Only when nothing readable is left is it
+    an error; an unknown ``--encoding`` is one at once (it is no file's fault)."""
     from autotransfer.data import Dataset
 
-    items, texts = [], []
+    encoding = _option(config, "encoding")
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise UserError(
+                f"--encoding {encoding}: unknown encoding; use a Python codec name such as latin-1 or cp1252"
+            ) from None
+    items, texts, skipped = [], [], []
+
+    def add(item: str, read) -> None:
+        try:
+            text = read()
+        except UserError as exc:  # the message names the file
+            skipped.append(f"skipped {exc}")
+            return
+        if not text.strip():
+            skipped.append(f"skipped {item}: empty text")
+            return
+        items.append(item)
+        texts.append(text)
+
     for ref in paths:
         p = Path(ref)
         if p.is_dir():
             files = _text_files(p)
             if not files:
-                raise UserError(f"{ref}: no .txt files in this folder")
-            items += [str(f) for f in files]
-            texts += [_read_text(f, _option(config, "encoding")) for f in files]
+                skipped.append(f"skipped {ref}: no .txt files in this folder")
+            for f in files:
+                add(str(f), functools.partial(_read_text, f, encoding))
         elif p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
-            names, table_texts, _ = _table_examples(p, config, labelled=False)
-            items += [f"{ref}:{name.rpartition(':')[2]}" for name in names]
-            texts += table_texts
+            try:
+                columns, rows = _read_table(p, encoding)
+                if not rows:
+                    raise UserError(f"{p}: no rows; add one text per row")
+                column = _pick_column(p, columns, rows, config, "text")
+            except UserError as exc:
+                skipped.append(f"skipped {exc}")
+                continue
+            for number, row in enumerate(rows, 1):
+                add(f"{ref}:{number}", lambda row=row, column=column: row.get(column) or "")
         elif p.is_file():
-            items.append(str(ref))
-            texts.append(_read_text(p, _option(config, "encoding")))
-            _check_texts(p, texts[-1:], [str(ref)])
+            add(str(ref), functools.partial(_read_text, p, encoding))
         else:
-            raise UserError(f"{ref}: no such file or folder")
+            skipped.append(f"skipped {ref}: no such file or folder")
+    for note in skipped:
+        print(f"warning: {note}", file=sys.stderr)
     if not items:
-        raise UserError(f"{', '.join(map(str, paths))}: no texts found")
+        raise UserError(
+            f"{', '.join(map(str, paths))}: no texts found"
+            + (f" ({len(skipped)} inputs skipped, each named above)" if skipped else "")
+            + "; give .txt files, folders of them, or a CSV, TSV or JSONL file with a text column"
+        )
     return Dataset(
         root="",
         task="text-classification",
@@ -293,6 +370,7 @@ def load_unlabeled(paths, config=None):
         classes=[],
         encode=lambda indices, preprocessing: tokenize([texts[i] for i in indices], preprocessing),
         prepare=prepare,
+        notes=skipped,
     )
 
 
