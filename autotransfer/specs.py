@@ -89,7 +89,10 @@ class TaskSpec:
     description: str
     detect: Callable[[str], bool]
     load: Callable[..., Any]
-    #: ``load_unlabeled(paths, options)``: files or folders without labels (predict, target domain)
+    #: ``load_unlabeled(paths, options)``: files or folders without labels (predict, target domain);
+    #: an input it cannot read is skipped with one warning naming it and listed in the dataset's
+    #: ``notes``; it raises a ``UserError`` only when nothing is readable
+
     load_unlabeled: Callable[..., Any] | None = None
     metric: str = "accuracy"
     layouts: Sequence[str] = ()

@@ -44,8 +44,9 @@ class Progress:
         self.predicted: list[float] = []
 
     # lines -------------------------------------------------------------------------------------
-    def say(self, line: str) -> None:
-        if self.quiet:
+    def say(self, line: str, *, always: bool = False) -> None:
+        """A line for the user; ``always`` for warnings --quiet must not hide."""
+        if self.quiet and not always:
             return
         if self._live is not None:
             self._live.console.print(line, markup=False)

@@ -294,16 +294,18 @@ class Search:
         if running:
             numbers = ", ".join(str(t.number) for t in running)
             self.progress.say(
-                f"  trials {numbers} still RUNNING: another worker has them, or a killed one did; a "
-                "trial whose "
-                "worker died is failed and run again once no heartbeat came for "
-                f"{self.problem.config.heartbeat} s"
+                f"warning: trials {numbers} still RUNNING: another worker has them, or a killed one did; a "
+                "trial whose worker died is failed and run again once no heartbeat came for "
+                f"{self.problem.config.heartbeat} s",
+                always=True,
             )
 
     def say_overrun(self) -> None:
         budget = self.clock.budget
         if budget is not None and self.clock.elapsed() > budget + grace(budget):
-            self.progress.say(f"warning: the search took {clock_text(self.clock.elapsed())}, over its budget")
+            self.progress.say(
+                f"warning: the search took {clock_text(self.clock.elapsed())}, over its budget", always=True
+            )
 
 
 def run_search(

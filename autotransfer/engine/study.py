@@ -60,7 +60,9 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
                     **{callback: retry(max_retry=1)},
                 )
         except Exception as exc:
-            if attempt == 3 or isinstance(exc, ImportError):
+            # only a race between workers creating the tables is worth another try
+            racing = type(exc).__name__ in ("OperationalError", "IntegrityError", "ProgrammingError")
+            if attempt == 3 or not racing:
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 raise UserError(f"--storage {config.storage_shown}: cannot open ({reason})") from exc
 
