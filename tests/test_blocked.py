@@ -55,7 +55,7 @@ def commands(made, tmp) -> dict[str, list[str]]:
         "export": ["export", str(tmp / "e"), "--storage", f"sqlite:///{out}/study.db", "--device", "cpu"],
         "report": ["report", out],
         "demo": ["demo", "digits", str(tmp / "d"), "--per-class", "2"],
-        "benchmark-x": ["benchmark", str(made["suite"]), "-o", str(tmp / "b")],
+        "benchmark": ["benchmark", str(made["suite"]), "-o", str(tmp / "b")],
     }
 
 
@@ -63,8 +63,6 @@ def commands(made, tmp) -> dict[str, list[str]]:
 def test_every_command_with_a_bundled_plugin_blocked(made, tmp_path, monkeypatch, plugin):
     monkeypatch.setenv(BLOCK_ENV, plugin)
     for name, args in commands(made, tmp_path).items():
-        if name == "benchmark-x":
-            continue
         reset_host()
         # catch_exceptions=False: a traceback fails the test instead of hiding in the result
         result = CliRunner().invoke(main, args, catch_exceptions=False)

@@ -17,11 +17,11 @@ import pytest
 from conftest import cli, read_json
 from PIL import Image
 
-from autotransfer.benchmark import ranks, summarise
+from autotransfer.features.benchmark.stats import ranks, summarise
 from autotransfer.features.report import SECTIONS, parameter_importances
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
-METHODS = ["autotransfer", "default-recipe", "linear-probe", "random-search", "top-ranked"]
+METHODS = ["autotransfer", "default-recipe", "probe", "random-search", "top-ranked"]
 DATASET = "digits-10pc"
 SUITE = f"""
 name: tiny
@@ -107,7 +107,7 @@ def test_benchmark_runs_every_method_under_the_same_budget(bench):
     assert list(runs["method"]) == list(METHODS)
     assert runs["test_metric"].between(0, 1).all() and runs["test_metric"].notna().all()
     by = runs.set_index("method")
-    for searching in ("autotransfer", "linear-probe", "random-search"):
+    for searching in ("autotransfer", "probe", "random-search"):
         assert by.loc[searching, "trials"] == 4  # the suite's budget
     # the fixed recipe: exactly one full fine-tune at AdamW 1e-4 for recipe_epochs, no search
     (recipe,) = trials_of(run_dir(bench, "default-recipe"))
@@ -166,7 +166,51 @@ def test_benchmark_run_again_skips_finished_runs(bench):
     assert (bench / "runs.csv").read_text() == before
 
 
+ANYTIME = """
+name: anytime
+datasets: [{demo: digits, per_class: 6}]
+seeds: [0]
+budgets: [12s, 24s]
+methods: [autotransfer, plain-loop, probe]
+search: {image_size: 32, max_epochs: 2, backbones: [tf_efficientnet_lite0]}
+"""
+
+
+def test_anytime_curves_give_every_method_each_budget_and_keep_it(tmp_path):
+    """A suite of time budgets alone: every method at each budget, the run's whole time measured and
+    held to the budget, the verdicts computed from the table, the curve drawn, ranks at the largest."""
+    (tmp_path / "anytime.yaml").write_text(ANYTIME)
+    out = tmp_path / "out"
+    cli("benchmark", tmp_path / "anytime.yaml", "-o", out, "--device", "cpu")
+    points = pd.read_csv(out / "anytime.csv")
+    assert sorted(zip(points["budget_s"], points["method"])) == sorted(
+        (b, m) for b in (12.0, 24.0) for m in ("autotransfer", "plain-loop", "probe")
+    )
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 6 and set(runs["budget_s"]) == {12.0, 24.0}  # none at a suite budget
+
+    overruns = pd.read_csv(out / "anytime_overruns.csv")
+    assert len(overruns) == 6
+    for _, run in overruns.iterrows():
+        assert run["within"] == (run["seconds"] <= run["budget_s"] + max(0.05 * run["budget_s"], 15))
+        if run["method"] != "plain-loop":  # the engine's runs keep their budget
+            assert run["within"], run.to_dict()
+    for budget in (12, 24):
+        trials = trials_of(out / "runs" / DATASET_6 / f"budget-{budget}s" / "autotransfer" / "seed-0")
+        assert any(t.state.name == "COMPLETE" for t in trials)
+    means = points.set_index(["budget_s", "method"])["test_mean"]
+    for _, v in pd.read_csv(out / "anytime_verdicts.csv").iterrows():
+        others = [means[(v["budget_s"], m)] for m in ("plain-loop", "probe")]
+        assert v["difference"] == pytest.approx(means[(v["budget_s"], "autotransfer")] - max(others))
+    page = Page((out / "report.html").read_text())
+    assert any(section.startswith("anytime") for section, _ in page.images)
+    check_self_contained(page)
+    assert "ranks and wins at the largest, 24 s" in (out / "report.md").read_text()
+
+
+DATASET_6 = "digits-6pc"
 CURVES = """
+
 name: curves
 datasets: [{demo: digits, per_class: 10}]
 seeds: [0]
@@ -186,7 +230,7 @@ def test_data_efficiency_curves(tmp_path):
     assert list(zip(points["size"], points["method"])) == [
         (size, method)
         for size in ("1-shot", "3-shot")
-        for method in ("autotransfer", "linear-probe", "scratch")
+        for method in ("autotransfer", "probe", "from-scratch")
     ]
     assert dict(zip(points["size"], points["n_train"])) == {"1-shot": 10, "3-shot": 30}
     assert points["test_mean"].between(0, 1).all()
@@ -197,14 +241,14 @@ def test_data_efficiency_curves(tmp_path):
     assert all(s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] for s in splits)
     one, three = (
         set(
-            read_json(out / "runs" / DATASET / f"train-{k}-shot" / "scratch" / "seed-0" / "split.json")[
+            read_json(out / "runs" / DATASET / f"train-{k}-shot" / "from-scratch" / "seed-0" / "split.json")[
                 "train"
             ]
         )
         for k in (1, 3)
     )
     assert one < three
-    scratch = trials_of(out / "runs" / DATASET / "train-3-shot" / "scratch" / "seed-0")
+    scratch = trials_of(out / "runs" / DATASET / "train-3-shot" / "from-scratch" / "seed-0")
     assert {t.params["strategy"] for t in scratch} == {"scratch"}
     verdicts = pd.read_csv(out / "data_efficiency_verdicts.csv")
     means = points.set_index(["size", "method"])["test_mean"]
@@ -226,10 +270,13 @@ def test_data_efficiency_curves(tmp_path):
         ({"search": {"n_trials": 3}}, "search: n_trials cannot be set here"),
         ({"datasets": [{"demo": "cifar"}]}, "unknown demo 'cifar'"),
         ({"colour": "blue"}, "unknown keys colour"),
-        ({"budget": {}}, "budget takes n_trials and/or timeout"),
+        ({"budget": {}}, "budget takes n_trials and/or time"),
         ({"data_efficiency": {"fractions": [0, 0.5]}}, "data_efficiency: fraction 0 is not in (0, 1]"),
         ({"data_efficiency": {"fractions": [0.5], "shots": [1]}}, "data_efficiency takes fractions"),
-        ({"data_efficiency": {"shots": [5], "methods": ["scratch", "bagging"]}}, "unknown method 'bagging'"),
+        (
+            {"data_efficiency": {"shots": [5], "methods": ["from-scratch", "bagging"]}},
+            "unknown method 'bagging'",
+        ),
     ],
 )
 def test_bad_suites_are_one_line_errors(tmp_path, edit, message):
@@ -418,6 +465,6 @@ def test_report_of_an_unfinished_search_with_negative_transfer(searched, tmp_pat
     cli("report", folder)
     page = Page((folder / "report.html").read_text())
     assert "has not finished" in page.sections["best"] and "0.9900" in page.sections["best"]
-    assert "Transfer did NOT help: training from scratch reached 0.9900" in page.sections["verdict"]
+    assert "Transfer did NOT help: training from random weights reached 0.9900" in page.sections["verdict"]
     assert '<p class="verdict bad">' in (folder / "report.html").read_text()
     assert page.ids == list(SECTIONS)

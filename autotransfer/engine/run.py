@@ -20,6 +20,7 @@ from .budget import Clock, clock_text, grace
 from .cost import CostModel, device_kind
 from .first_trials import ReferencePlanner, enqueue_first_trials, warm_params
 from .objective import SAFETY, Objective, last_skips, observe
+from .pacing import Pacing
 from .problem import Problem, load_inputs, open_problem
 from .progress import Progress
 from .results import write_leaderboard
@@ -71,11 +72,12 @@ class Search:
         self.problem, self.study, self.clock = problem, study, clock
         config = problem.config
         self.cost = CostModel(device_kind(problem.device), study.costs(), study.remember)
+        self.pace = Pacing(problem, study, self.cost, clock)
         for trial in study.trials():
             observe(self.cost, trial)
         sampler_cost = (lambda params: pricing.estimate(problem, self.cost, params)) if clock.budget else None
         seed = config.seed + len(study.trials())  # a resumed study must not replay its first suggestions
-        study.study.sampler = make_sampler(config.sampler, seed, sampler_cost, cooling=self.cost_weight)
+        study.study.sampler = make_sampler(config.sampler, seed, sampler_cost, cooling=self.pace.cost_weight)
 
         if not study.created:  # joining workers seed apart, or those started together sample alike
             study.study.sampler.reseed_rng()
@@ -101,7 +103,7 @@ class Search:
     # the loop ------------------------------------------------------------------------------------
     def run(self, *, finalize: bool = True) -> SearchResult:
         """Prepare, optimise until done, export (unless ``finalize`` is False: a worker of several)."""
-        self.progress.start(self.problem, self.problem.config.storage_shown, self.budget_note())
+        self.progress.start(self.problem, self.problem.config.storage_shown, self.pace.budget_note())
         try:
             self.prepare()
             self.optimize()
@@ -112,8 +114,8 @@ class Search:
     def prepare(self) -> None:
         """Measure the device, keep the export's reserve, enqueue the first trials, fail dead workers'."""
         pricing.prime(self.problem, self.cost)
-        self.clock.reserve = self.export_reserve()
-        size = self.warm_size()
+        self.clock.reserve = self.pace.export_reserve()
+        size = self.pace.warm_size()
         enqueue_first_trials(
             self.problem,
             self.study,
@@ -121,7 +123,7 @@ class Search:
             log=self.progress.say,
             estimate=lambda params: pricing.estimate(self.problem, self.cost, params),
             budget=self.clock.budget,
-            probes=self.probes_that_fit(size),
+            probes=self.pace.probes_that_fit(size),
         )
 
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
@@ -168,7 +170,7 @@ class Search:
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         observe(self.cost, trial)
-        self.clock.reserve = self.export_reserve()
+        self.clock.reserve = self.pace.export_reserve()
 
     def done(self) -> bool:
         """No more trials: --n-trials reached (the reference, when planned, still runs), the budget
@@ -190,7 +192,7 @@ class Search:
         problem = self.problem
         probe = next((s for s in problem.strategies if s.role == PROBE), None)
         size = problem.input_sizes[0] if problem.input_sizes else None
-        costs = self.probe_costs(size)
+        costs = self.pace.probe_costs(size)
         cheapest = min(range(len(costs)), key=costs.__getitem__)
         if probe is None or costs[cheapest] / SAFETY > self.clock.trials_left():
             return
@@ -220,74 +222,6 @@ class Search:
         if torch.cuda.memory_allocated(device) > 0.5 * torch.cuda.get_device_properties(device).total_memory:
             gc.collect()
             torch.cuda.empty_cache()
-
-    # time ----------------------------------------------------------------------------------------
-    def cost_weight(self) -> float:
-        """How much cost counts in choosing the next trial: 1 at the start, 0 when the budget is spent."""
-        if self.clock.budget is None:
-            return 1.0
-        return min(1.0, max(0.0, self.clock.left() / self.clock.budget))
-
-    def export_reserve(self) -> float:
-        """Seconds kept back for the export: building and testing the best trial's model (before any
-        trial finished, the cheapest one's)."""
-        problem, best = self.problem, self.study.best()
-        if best is None:
-            backbone, size = (
-                problem.backbones[0].name,
-                problem.input_sizes[0] if problem.input_sizes else None,
-            )
-        else:
-            backbone, size = best.params["backbone"], best.params.get(problem.task.size_key or "")
-        return pricing.export_seconds(problem, self.cost, backbone, size)
-
-    def warm_size(self) -> int | None:
-        """The resolution of the first trials: the largest searched size whose probes on every
-        backbone are predicted to take at most a tenth of the budget (the smallest without one)."""
-        sizes = self.problem.input_sizes
-        if not sizes:
-            return None
-        if self.clock.budget is None:
-            return sizes[len(sizes) // 2]
-        fits = [s for s in sizes if self.probe_seconds(s) <= 0.1 * self.clock.budget]
-        return max(fits) if fits else sizes[0]
-
-    def probe_seconds(self, size: int | None) -> float:
-        return sum(self.probe_costs(size))
-
-    def probe_costs(self, size: int | None) -> list[float]:
-        """Predicted seconds of a first probe trial on each backbone, in the problem's order."""
-        problem = self.problem
-        probe = problem.role("probe")
-        costs = []
-        for backbone in problem.backbones:
-            params = {"backbone": backbone.name, "strategy": probe.name if probe else None, "epochs": 1}
-            if size is not None:
-                params[problem.task.size_key] = size
-            costs.append(pricing.estimate(problem, self.cost, params) or 0.0)
-        return costs
-
-    def probes_that_fit(self, size: int | None) -> int:
-        """How many backbones get a first probe (and are ranked): all, unless their probes would take
-        more than a fifth of the budget; then as many as fit it, one at least."""
-        costs = self.probe_costs(size)
-        if self.clock.budget is None or sum(costs) <= 0.2 * self.clock.budget:
-            return len(costs)
-        spent, fit = 0.0, 0
-        for seconds in costs:
-            spent += seconds
-            if spent > 0.2 * self.clock.budget:
-                break
-            fit += 1
-        return max(1, fit)
-
-    def budget_note(self) -> str:
-        config, budget = self.problem.config, self.clock.budget
-        if budget is None:
-            return f"no time budget: the search ends after {config.n_trials} trials (--budget 10m sets one)"
-        default = " (the default; --budget sets another)" if config.budget is None else ""
-        trials = f", or after {config.n_trials} trials" if config.n_trials else ""
-        return f"budget {clock_text(budget)}{default}: everything ends within it{trials}"
 
     def say_stale(self) -> None:
         running = self.study.running()

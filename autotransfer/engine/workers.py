@@ -48,7 +48,7 @@ def run_workers(config: SearchConfig, devices: Sequence[str], *, started: float 
     clock = Clock.start(config.budget_seconds, started)
     with quiet_optuna():
         search = Search.open(dataclasses.replace(config, device=here), host=host, clock=clock)
-        search.progress.start(search.problem, config.storage_shown, search.budget_note())
+        search.progress.start(search.problem, config.storage_shown, search.pace.budget_note())
         try:
             search.prepare()
             search.progress.say(f"  workers: {len(devices)}, one a device ({', '.join(devices)})")

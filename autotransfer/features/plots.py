@@ -168,6 +168,25 @@ def accuracy_against_labels(series: dict[str, list[tuple]], metric: str, title: 
     against the number of labelled training examples, on a log axis.
 
     ``series``: method -> [(n_train, mean or None, std or None)]."""
+    return metric_against(
+        series, metric, "labelled training examples (log scale)", f"{title}: how much labelled data is needed"
+    )
+
+
+def accuracy_against_budget(series: dict[str, list[tuple]], metric: str, title: str) -> str:
+    """Anytime curves: per method, the metric (mean, spread over seeds) against the time budget each
+    run was given, on a log axis. ``series``: method -> [(seconds, mean or None, std or None)]."""
+    return metric_against(
+        series,
+        metric,
+        "time budget per search, seconds (log scale)",
+        f"{title}: best model found against time given",
+    )
+
+
+def metric_against(series: dict[str, list[tuple]], metric: str, xlabel: str, title: str) -> str:
+    """Per method, the metric's mean with its spread over seeds as error bars, on a log x axis."""
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for i, (method, points) in enumerate(series.items()):
@@ -184,9 +203,10 @@ def accuracy_against_labels(series: dict[str, list[tuple]], metric: str, title: 
             label=method,
         )
     ax.set_xscale("log")
-    ax.set_xlabel("labelled training examples (log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
-    ax.set_title(f"{title}: how much labelled data is needed", fontsize=10)
+    ax.set_title(title, fontsize=10)
+
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     return data_uri(fig)

@@ -236,7 +236,7 @@ def _verdict(s: Searched) -> Section:
     said = verdict["verdict"]
     text = (
         f"{said[:1].upper()}{said[1:]}. The reference is the same architecture trained from random weights "
-        "(the scratch strategy), never pruned."
+        "(the reference strategy), at most at the cost of the median transfer trial."
     )
     return Section("verdict", "Did transfer help?", f'<p class="verdict {kind}">{esc(text)}</p>', text)
 

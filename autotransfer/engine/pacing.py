@@ -1,0 +1,82 @@
+"""Pacing a search against its budget: how much cost weighs in choosing, the export's reserve, the
+resolution and number of the first probes, and what the first lines say about time."""
+
+from __future__ import annotations
+
+from . import pricing
+from .budget import Clock, clock_text
+from .cost import CostModel
+from .problem import Problem
+from .study import SearchStudy
+
+
+class Pacing:
+    def __init__(self, problem: Problem, study: SearchStudy, cost: CostModel, clock: Clock) -> None:
+        self.problem, self.study, self.cost, self.clock = problem, study, cost, clock
+
+    def cost_weight(self) -> float:
+        """How much cost counts in choosing the next trial: 1 at the start, 0 when the budget is spent."""
+        if self.clock.budget is None:
+            return 1.0
+        return min(1.0, max(0.0, self.clock.left() / self.clock.budget))
+
+    def export_reserve(self) -> float:
+        """Seconds kept back for the export: building and testing the best trial's model (before any
+        trial finished, the cheapest one's)."""
+        problem, best = self.problem, self.study.best()
+        if best is None:
+            backbone, size = (
+                problem.backbones[0].name,
+                problem.input_sizes[0] if problem.input_sizes else None,
+            )
+        else:
+            backbone, size = best.params["backbone"], best.params.get(problem.task.size_key or "")
+        return pricing.export_seconds(problem, self.cost, backbone, size)
+
+    def warm_size(self) -> int | None:
+        """The resolution of the first trials: the largest searched size whose probes on every
+        backbone are predicted to take at most a tenth of the budget (the smallest without one)."""
+        sizes = self.problem.input_sizes
+        if not sizes:
+            return None
+        if self.clock.budget is None:
+            return sizes[len(sizes) // 2]
+        fits = [s for s in sizes if self.probe_seconds(s) <= 0.1 * self.clock.budget]
+        return max(fits) if fits else sizes[0]
+
+    def probe_seconds(self, size: int | None) -> float:
+        return sum(self.probe_costs(size))
+
+    def probe_costs(self, size: int | None) -> list[float]:
+        """Predicted seconds of a first probe trial on each backbone, in the problem's order."""
+        problem = self.problem
+        probe = problem.role("probe")
+        costs = []
+        for backbone in problem.backbones:
+            params = {"backbone": backbone.name, "strategy": probe.name if probe else None, "epochs": 1}
+            if size is not None:
+                params[problem.task.size_key] = size
+            costs.append(pricing.estimate(problem, self.cost, params) or 0.0)
+        return costs
+
+    def probes_that_fit(self, size: int | None) -> int:
+        """How many backbones get a first probe (and are ranked): all, unless their probes would take
+        more than a fifth of the budget; then as many as fit it, one at least."""
+        costs = self.probe_costs(size)
+        if self.clock.budget is None or sum(costs) <= 0.2 * self.clock.budget:
+            return len(costs)
+        spent, fit = 0.0, 0
+        for seconds in costs:
+            spent += seconds
+            if spent > 0.2 * self.clock.budget:
+                break
+            fit += 1
+        return max(1, fit)
+
+    def budget_note(self) -> str:
+        config, budget = self.problem.config, self.clock.budget
+        if budget is None:
+            return f"no time budget: the search ends after {config.n_trials} trials (--budget 10m sets one)"
+        default = " (the default; --budget sets another)" if config.budget is None else ""
+        trials = f", or after {config.n_trials} trials" if config.n_trials else ""
+        return f"budget {clock_text(budget)}{default}: everything ends within it{trials}"
