@@ -16,7 +16,13 @@ from torch import nn
 
 
 class Backbone(nn.Module):
-    """Wraps a library model behind the transfer surface."""
+    """Wraps a library model (``body``) behind the transfer surface.
+
+    ``layer_groups`` are given as parameter names relative to ``body`` (``blocks.0.conv.weight``)
+    and kept relative to the Backbone itself (``body.blocks.0.conv.weight``), the names
+    ``named_parameters()`` gives. ``features(body, inputs)`` pools (default: ``body(inputs)``);
+    ``stages``, one ``stage(body, x)`` per layer group, compose to it.
+    """
 
     def __init__(
         self,
@@ -71,7 +77,9 @@ class Backbone(nn.Module):
 
 
 class TransferModel(nn.Module):
-    """A backbone and a classification head (one per task for multi-task)."""
+    """A backbone and a classification head: ``backbone`` (the ``Backbone``), ``head`` (a linear
+    layer from ``feature_dim`` to the classes, which always trains) and ``dropout`` before it.
+    What a strategy's ``prepare`` gets, and what ``predict`` rebuilds to load exported weights."""
 
     def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()

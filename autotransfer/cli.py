@@ -258,13 +258,23 @@ def _lister(kind: str):
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
+        # columns: name, the plugin that registered it, [its data, default, ...], description
+        lines = []
         for row in rows:
-            extra = ""
-            if kind == "backbones":
-                default = ", default" if row["default"] else ""
-                missing = "" if row["available"] else ", weights not installed"
-                extra = f" [{row['modality']}{default}{missing}]"
-            click.echo(f"{row['name']:28s}{extra}  {row['description']}")
+            tags = []
+            if kind in ("backbones", "tasks"):
+                tags.append(row["modality"])
+            if kind == "backbones" and row["default"]:
+                tags.append("default")
+            if kind == "backbones" and not row["available"]:
+                tags.append("weights not installed")
+            lines.append(
+                (row["name"], row["plugin"], f"[{', '.join(tags)}]" if tags else "", row["description"])
+            )
+        widths = [max((len(line[i]) for line in lines), default=0) for i in range(3)]
+        for line in lines:
+            cells = [f"{cell:{width}s}" for cell, width in zip(line, widths) if width] + [line[3]]
+            click.echo("  ".join(cells))
 
     command.__doc__ = f"List the {kind} that can be searched (optionally matching a glob)."
     return command

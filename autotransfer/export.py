@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import PluginError, UserError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -95,7 +95,8 @@ def load_model(
     model_dir: str, *, device: str = "cpu", plugins: Sequence[str] = (), trust_pickle: bool = False, host=None
 ) -> LoadedModel:
     """The exported model in ``model_dir``, ready to predict. Its backbone and task come from the
-    plugins that registered them: ``host`` (else the default host, with ``plugins`` added)."""
+    plugins that registered them: ``host`` (else the default host, with ``plugins`` added); when the
+    backbone's plugin (``backbone_plugin`` in config.json) is not loaded, the one-line error names it."""
     import torch
 
     from .backbone import TransferModel
@@ -117,7 +118,17 @@ def load_model(
         if not pickles:
             raise UserError(f"{model_dir}: no {WEIGHTS}; give the model/ folder a search wrote")
     host = host or default_host(plugins)
-    spec = host.backbone(config["backbone"])
+    try:  # the plugins that registered the backbone and the task must be loaded
+        spec = host.backbone(config["backbone"], registered_by=config.get("backbone_plugin"))
+    except PluginError:
+        raise
+    except UserError as exc:
+        raise UserError(f"{model_dir}: {exc}") from None
+    if config["task"] not in host.registry.names("tasks"):
+        raise UserError(
+            f"{model_dir}: its task {config['task']!r} is registered by no loaded plugin; install the plugin "
+            "that registers it, or load it with `autotransfer --plugin FILE_OR_FOLDER ...`"
+        )
     task = host.registry.get("tasks", config["task"])
     backbone = spec.build(pretrained=False)
     model = TransferModel(backbone, len(config["classes"]))

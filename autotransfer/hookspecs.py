@@ -19,6 +19,8 @@ def register_backbones(register: Callable) -> None:
     """Register backbones: call ``register(BackboneSpec(...))`` once per backbone. Returns nothing.
 
     Every plugin's implementation is called; a name (or alias) two plugins register is an error.
+    A spec's ``build(pretrained=False)`` must work without any weights; ``build(pretrained=True)``
+    must give the same weights on every call, and ``available()`` says beforehand whether it can.
     """
 
 
@@ -40,8 +42,9 @@ def register_tasks(register: Callable) -> None:
 
 @hookspec(firstresult=True)
 def resolve_backbone(name: str) -> object | None:
-    """Return a ``BackboneSpec`` for a name no plugin registered (a library id, a path), or None.
+    """Return a ``BackboneSpec`` for a name no plugin registered (a library id, a path,
+    ``NAME@WEIGHTS_FILE``), or None when the name is not this plugin's.
 
-    Asked only for names no ``register_backbones`` registered; the first plugin to return a spec
-    wins, later ones are not asked.
+    Asked only for names no ``register_backbones`` registered; plugins are asked latest-loaded
+    first, the first plugin to return a spec wins, later ones are not asked.
     """

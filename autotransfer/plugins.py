@@ -1,8 +1,9 @@
 """The plugin manager: bundled and installed plugins through one entry-point group, loaded once.
 
 Every plugin, bundled or third-party, arrives through the ``autotransfer`` entry-point group (or
-``--plugin MODULE_OR_FILE.py``). Loading imports the plugin modules and calls the register hooks;
-no plugin may import torch at module level, so listing plugins stays fast.
+``--plugin``: a ``.py`` file, a package folder, a project folder, a module name). Loading imports the
+plugin modules and calls the register hooks; no plugin may import torch at module level, so listing
+plugins stays fast.
 
 Whatever a plugin gets wrong (an import error, an exception inside a hook, the wrong type
 registered, a name another plugin already took, a misspelled or unmarked hook implementation)
@@ -91,7 +92,11 @@ class Host:
         self.versions: dict[str, str] = {}
         #: where each plugin came from: the distribution that installed it, or the local file/module
         self.sources: dict[str, str] = {}
+        #: the plugins that came through an entry point (installed), by name
+        self.installed: set[str] = set()
         self._registry: Registry | None = None
+        #: backbone names a ``resolve_backbone`` answered, and the plugin that answered
+        self._resolved_by: dict[str, str] = {}
 
     # loading -------------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -121,6 +126,7 @@ class Host:
             self.add(
                 module, ep.name, dist.version if dist else "unknown", source=dist.name if dist else ep.value
             )
+            self.installed.add(ep.name)
 
     def add(self, plugin: Any, name: str, version: str = "unknown", *, source: str = "") -> None:
         """Register one plugin object (a module, a class, an instance) under ``name``."""
@@ -152,37 +158,86 @@ class Host:
             )
         self.versions[name] = version
         self.sources[name] = source
-        self._registry = None
+        self._changed()
 
     def add_path(self, ref: str) -> None:
-        """Load a local plugin given as an importable module name or a ``.py`` file.
+        """Load a local plugin (``--plugin REF``): a ``.py`` file, named after its stem; a package
+        folder (with ``__init__.py``), named after the folder; a project folder (a ``pyproject.toml``
+        with entry points in the ``autotransfer`` group), each entry point loaded from the folder under
+        its own name, as ``pip install`` would; or an importable module name.
 
-        A local plugin is asked for by name, so the allow/block variables do not apply to it."""
+        A local plugin is asked for by name, so the allow list does not apply to it (the block list
+        does). A plugin that is already loaded from elsewhere (installed, say) is an error that says
+        what to do."""
         path = Path(ref)
-        name = path.stem if ref.endswith(".py") else ref
-        if self.pm.has_plugin(name):
-            return  # asked for twice (the CLI, then the search it starts)
         if ref.endswith(".py"):
             if not path.is_file():
-                raise UserError(f"--plugin {ref}: no such file; give a .py file or a module name")
-            module = _import_file(path)
+                raise UserError(f"--plugin {ref}: no such file; give a .py file, a folder or a module name")
+            self._add_local(ref, path.stem, str(path.resolve()), lambda: _import_file(path), file=path)
+        elif path.is_dir():
+            for name, module_name, init in _folder_plugins(path, ref):
+
+                def load(module_name: str = module_name, init: Path = init):
+                    return _import_package(module_name, init, ref)
+
+                self._add_local(ref, name, str(path.resolve()), load, file=init, module_name=module_name)
         else:
-            try:
-                module = importlib.import_module(ref)
-            except Exception as exc:
-                raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
-        self.add(
-            module,
-            name,
-            getattr(module, "__version__", "local"),
-            source=str(path.resolve()) if ref.endswith(".py") else ref,
+            self._add_local(ref, ref, ref, lambda: _import_module(ref), module_name=ref)
+
+    def _add_local(
+        self, ref: str, name: str, source: str, load, *, file: Path | None = None, module_name: str = ""
+    ) -> None:
+        if self.sources.get(name) == source:
+            return  # asked for twice (the CLI, then the search it starts)
+        same = self._loaded_from(file) if file is not None else None
+        if same is not None:  # these very files are loaded already (an editable install of them)
+            raise self._already_loaded(ref, same)
+        if self.pm.has_plugin(name):
+            if module_name and getattr(self.pm.get_plugin(name), "__name__", None) == module_name:
+                raise self._already_loaded(ref, name)  # another copy of the same plugin
+            taken_by = self.sources.get(name) or "loaded"
+            raise PluginError(
+                f"--plugin {ref}: plugin name {name!r} is already taken ({taken_by}); "
+                "give your plugin another name"
+            )
+        module = load()
+        if self.pm.is_registered(module):  # a module name that an installed plugin's entry point names
+            raise self._already_loaded(ref, self.pm.get_name(module))
+        self.add(module, name, getattr(module, "__version__", "local"), source=source)
+
+    def _loaded_from(self, file: Path) -> str | None:
+        """The loaded plugin whose module is ``file`` (its ``__init__.py`` for a package), if any."""
+        for name, plugin in self.pm.list_name_plugin():
+            loaded = getattr(plugin, "__file__", None)
+            if loaded and Path(loaded).resolve() == file.resolve():
+                return name
+        return None
+
+    def _already_loaded(self, ref: str, name: str) -> PluginError:
+        """``ref`` is (a copy of) plugin ``name``, loaded already."""
+        if name in self.installed:
+            version = self.versions.get(name, "unknown")
+            dist = self.sources.get(name, "") + ("" if version == "unknown" else f" {version}")
+            return PluginError(
+                f"--plugin {ref}: plugin {name!r} is already loaded: it is installed ({dist}) and installed "
+                f"plugins load by themselves; drop --plugin {ref} (after `pip install -e FOLDER` your edits "
+                "apply without it), or `pip uninstall` it to load this copy instead"
+            )
+        return PluginError(
+            f"--plugin {ref}: plugin {name!r} is already loaded ({self.sources.get(name) or 'registered'}); "
+            "load it once"
         )
 
     def remove(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.versions.pop(name, None)
         self.sources.pop(name, None)
+        self.installed.discard(name)
+        self._changed()
+
+    def _changed(self) -> None:
         self._registry = None
+        self._resolved_by.clear()
 
     # the registry --------------------------------------------------------------------------
     @property
@@ -208,8 +263,11 @@ class Host:
         impls = getattr(self.pm.hook, hook).get_hookimpls()
         return [(self.pm.get_name(impl.plugin), impl.function) for impl in reversed(impls)]
 
-    def backbone(self, name: str) -> BackboneSpec:
-        """A registered backbone, or one a plugin resolves from the name (the first answer wins)."""
+    def backbone(self, name: str, *, registered_by: str | None = None) -> BackboneSpec:
+        """A registered backbone, or one a plugin resolves from the name (the first answer wins).
+
+        ``registered_by``: the plugin known to have registered it (an exported model's config says);
+        when the name is unknown and that plugin is not loaded, the error names the plugin."""
         registry = self.registry
         if name in registry.items["backbones"] or name in registry.aliases:
             return registry.get("backbones", name)
@@ -222,8 +280,24 @@ class Host:
                     f"plugin {plugin_name!r} returned {type(spec).__name__} from resolve_backbone "
                     f"for {name!r}; return an autotransfer.specs.BackboneSpec or None"
                 )
+            self._resolved_by[name] = plugin_name
             return spec
+        if registered_by is not None and not self.pm.has_plugin(registered_by):
+            raise UserError(
+                f"backbone {name!r} comes from plugin {registered_by!r}, which is not loaded; install it, "
+                "or load it with `autotransfer --plugin FILE_OR_FOLDER ...`"
+            )
         return registry.get("backbones", name)  # raises, listing the valid names
+
+    def backbone_owner(self, name: str) -> str:
+        """The plugin that registered backbone ``name``, or resolved it (``resolve_backbone``)."""
+        registry = self.registry
+        registered = registry.aliases.get(name, name)
+        if ("backbones", registered) in registry.owner:
+            return registry.owner[("backbones", registered)]
+        if name not in self._resolved_by:
+            self.backbone(name)
+        return self._resolved_by[name]
 
     def describe(self) -> list[dict]:
         """What ``autotransfer plugins`` prints."""
@@ -285,6 +359,84 @@ def _import_file(path: Path):
             f"plugin {path.stem!r} ({path}) failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     return module
+
+
+def _import_module(ref: str):
+    try:
+        return importlib.import_module(ref)
+    except Exception as exc:
+        raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def _folder_plugins(folder: Path, ref: str) -> list[tuple[str, str, Path]]:
+    """(plugin name, module name, the package's ``__init__.py`` or the module file) for each plugin in
+    a package folder or a project folder."""
+    if (folder / "__init__.py").is_file():
+        return [(folder.name, folder.name, folder / "__init__.py")]
+    project = folder / "pyproject.toml"
+    if not project.is_file():
+        raise UserError(
+            f"--plugin {ref}: neither a package folder (no __init__.py) nor a project folder (no "
+            "pyproject.toml); give a .py file, a package folder, a project folder or a module name"
+        )
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise UserError(
+            f"--plugin {ref}: reading pyproject.toml needs Python 3.11; give the package folder inside it"
+        ) from None
+    try:
+        declared = tomllib.loads(project.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{project}: not valid TOML ({exc})") from None
+    entry_points = declared.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+    if not entry_points:
+        raise UserError(
+            f"{project}: no entry point in the {ENTRY_POINT_GROUP!r} group; declare the plugin with "
+            f'[project.entry-points.{ENTRY_POINT_GROUP}] NAME = "your_module"'
+        )
+    plugins = []
+    for name, value in entry_points.items():
+        module_name = value.partition(":")[0].strip()
+        top = module_name.split(".")[0]
+        places = [folder / top / "__init__.py", folder / f"{top}.py", folder / "src" / top / "__init__.py"]
+        places += [folder / "src" / f"{top}.py"]
+        found = next((p for p in places if p.is_file()), None)
+        if found is None:
+            raise UserError(
+                f"{project}: entry point {name} = {value!r}, but {folder} has no {top}/ package or {top}.py"
+            )
+        plugins.append((name, module_name, found))
+    return plugins
+
+
+def _import_package(module_name: str, init: Path, ref: str):
+    """Import ``module_name`` from a local folder under its own name, so that the package's relative and
+    absolute imports of itself work; refused when a module of that name is imported from elsewhere."""
+    top = module_name.split(".")[0]
+    loaded = sys.modules.get(top)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", None) or "").resolve() != init.resolve():
+            raise PluginError(
+                f"--plugin {ref}: a module named {top!r} is already imported from "
+                f"{getattr(loaded, '__file__', None) or 'elsewhere'}; rename the package"
+            )
+    else:
+        is_package = init.name == "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            top, init, submodule_search_locations=[str(init.parent)] if is_package else None
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[top]
+            raise PluginError(
+                f"plugin {top!r} ({init.parent if is_package else init}) failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return _import_module(module_name)
 
 
 def _names_from_env(var: str) -> set[str]:

@@ -26,7 +26,14 @@ class BackboneSpec:
 
     ``build(pretrained=...)`` returns an ``autotransfer.backbone.Backbone``: a torch module with
     ``forward_features(inputs) -> (N, feature_dim)``, ``layer_groups`` (ordered lists of parameter
-    names, input to output) and ``preprocessing`` (what the task needs to turn files into inputs).
+    names, input to output, relative to the Backbone: ``body.`` + the wrapped module's names) and
+    ``preprocessing`` (what the task needs to turn files into inputs).
+
+    ``build(pretrained=False)`` must work with no weights anywhere (random init: the reference,
+    ``predict`` before loading the exported weights). ``build(pretrained=True)`` loads real weights,
+    the same on every call (activations of frozen layers are cached across trials), or raises a
+    ``UserError`` saying what to do; ``available()`` tells the search beforehand, cheaply, and the
+    search refuses a chosen backbone that is not available before its first trial.
     """
 
     name: str
@@ -48,8 +55,10 @@ class StrategySpec:
     """A way to transfer a backbone: which knobs it adds and how it prepares the model.
 
     ``suggest(trial, context) -> dict`` samples the strategy's own hyperparameters, namespaced
-    like ``lora.r``. ``prepare(model, params, context) -> autotransfer.strategy.Plan`` decides what
-    trains (requires_grad, parameter groups, wrappers) and any extra loss.
+    like ``lora.r`` (the dict's keys without the namespace). ``prepare(model, params, context) ->
+    autotransfer.strategy.Plan`` gets the ``TransferModel`` (``model.backbone``, ``model.head``),
+    those knobs and a ``StrategyContext``, and decides what trains (requires_grad, parameter
+    groups, wrappers), any extra loss and training settings (``Plan.training``: weight decay...).
     """
 
     name: str
@@ -79,9 +88,11 @@ class StrategySpec:
 class TaskSpec:
     """A domain task: which data layouts it reads and how it scores.
 
-    ``detect(path) -> bool`` says whether the task reads ``path``; ``load(path, options)`` returns
-    an ``autotransfer.data.Dataset`` (items, labels, class names) without decoding inputs yet;
-    ``options`` is a ``TaskOptions`` (or None).
+    ``detect(path) -> bool`` says whether the task reads ``path`` (cheap, never raises);
+    ``load(path, options)`` returns an ``autotransfer.data.Dataset`` (items, labels, class names)
+    without decoding inputs yet; ``options`` is a ``TaskOptions`` whose fields may all be None.
+    ``augmentations``, ``size_key`` and ``input_sizes`` tell the search how to vary augmentation
+    and input resolution for this task's data.
     """
 
     name: str

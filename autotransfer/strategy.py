@@ -47,14 +47,18 @@ class Training:
 class Plan:
     """How a trial trains: parameter groups with learning-rate scales, and optional extras.
 
-    ``frozen_prefix`` counts the leading layer groups that never train: their activations may be
-    computed once and cached. ``extra_loss(model, source_features, extras, progress) -> tensor``
-    adds a term to the task loss; ``extras`` maps each stream named in ``needs`` (``target``,
-    ``aux0``...) to ``(features, labels or None)`` for a batch the size of the source batch, and
-    ``progress`` runs from 0 to 1 over the trial (for schedules). ``on_epoch_start(model, epoch)``
-    may change what trains over time, and then ``frozen_prefix`` must be the part frozen for the
-    whole trial. ``export(model)`` returns the plain ``TransferModel`` to save (merging adapters).
-    ``training`` holds the strategy's training settings; ``notes`` is free-form, for the record.
+    ``param_groups``: dicts ``{"params": [tensors], "lr_scale": 1.0, "name": "..."}`` (``lr_scale``
+    multiplies the trial's learning rate; other keys are ignored); only what is in a group is
+    updated. ``frozen_prefix`` counts the leading layer groups that never train: their activations
+    may be computed once and cached. ``extra_loss(model, source_features, extras, progress) ->
+    tensor`` adds a term to the task loss, once per forward/backward pass (per micro-batch, that
+    pass's loss scaled by its share of the batch); ``extras`` maps each stream named in ``needs``
+    (``target``, ``aux0``...) to ``(features, labels or None)`` for as many examples as the pass's
+    source features, and ``progress`` runs from 0 to 1 over the trial (for schedules).
+    ``on_epoch_start(model, epoch)`` may change what trains over time, and then ``frozen_prefix``
+    must be the part frozen for the whole trial. ``export(model)`` returns the plain
+    ``TransferModel`` to save (merging adapters). ``training`` holds the strategy's training
+    settings (a ``weight_decay`` there replaces the searched one); ``notes`` is free-form.
     """
 
     param_groups: list[dict]
@@ -147,7 +151,9 @@ TRAINING_KNOBS = ("warmup_fraction", "schedule", "label_smoothing")
 
 
 def fine_tune_plan(model, first_group: int, knobs: dict) -> Plan:
-    """Freeze below ``first_group`` and build layer-wise optimiser groups from the shared knobs."""
+    """Freeze below ``first_group`` and build layer-wise optimiser groups from the shared knobs:
+    ``knobs`` is what ``suggest_fine_tune`` returns (any key may be missing; ``{}`` for none).
+    ``first_group`` 0 fine-tunes everything; the number of layer groups freezes the backbone."""
     set_trainable(model, first_group)
     groups = layerwise_groups(
         model,

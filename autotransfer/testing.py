@@ -8,7 +8,11 @@ work on CPU (seconds, not minutes)::
 
     class TestMyBackbone(BackboneConformance):
         name = "my-backbone"
-        plugins = (my_plugin,)      # not needed once the plugin is installed (entry point)
+        plugins = (my_plugin,)      # harmless once installed: an entry point loaded it already
+
+``plugins`` registers the objects for each test unless the host has loaded them already, which is
+what happens once the plugin is installed (its entry point imports the same module), so keeping it
+does no harm; a second, different copy of the plugin would clash with the installed one by name.
 
 - ``BackboneConformance``: the transfer surface (features of ``feature_dim``, layer groups that
   cover the parameters in order, stages that compose to the features, pretrained weights that fit
@@ -39,7 +43,7 @@ import pytest
 from .errors import UserError
 from .hookspecs import hookimpl
 from .plugins import KINDS, Host, default_host
-from .specs import IMAGE, TEXT, BackboneSpec, TaskSpec
+from .specs import IMAGE, TEXT, BackboneSpec, TaskOptions, TaskSpec
 
 TINY_BACKBONE = "tiny-cnn"
 
@@ -211,7 +215,8 @@ class _Conformance:
     kind: str
     #: the registered name under test
     name: str
-    #: plugin objects to register for each test (an author's plugin before it is installed)
+    #: plugin objects to register for each test (an author's plugin before it is installed); one the
+    #: host has loaded already (installed: its entry point imported that module) is left as it is
     plugins: tuple = ()
     #: image side and text length (tokens) for trials: small is fast
     image_size: int = 32
@@ -312,7 +317,14 @@ class BackboneConformance(_Conformance):
         firsts = [min(position[name] for name in group) for group in groups]
         assert firsts == sorted(firsts), "layer groups must run from the input to the output"
         if not self.ungrouped_ok:
-            assert not backbone.ungrouped_parameters(), "parameters outside every layer group"
+            grouped = set(flat)
+            ungrouped = [name for name, _ in backbone.named_parameters() if name not in grouped]
+            assert not ungrouped, (
+                f"parameters outside every layer group: {', '.join(ungrouped[:10])}"
+                + (f" and {len(ungrouped) - 10} more" if len(ungrouped) > 10 else "")
+                + "; give each to a layer group (names relative to the Backbone, body.NAME), "
+                "or set ungrouped_ok = True"
+            )
 
     def test_features(self, spec, data):
         import torch
@@ -461,11 +473,9 @@ class TaskConformance(_TrainsOnABackbone):
         assert not spec.detect(str(tmp_path / "missing"))
 
     def test_loads_labelled_examples_the_same_way_twice(self, spec, data):
-        from .config import SearchConfig
         from .data import Dataset
 
-        config = SearchConfig(data=str(data))
-        first, second = spec.load(str(data), config), spec.load(str(data), config)
+        first, second = spec.load(str(data), TaskOptions()), spec.load(str(data), TaskOptions())
         assert isinstance(first, Dataset)
         assert len(first.items) == len(first.labels) > 0
         assert len(set(first.classes)) == len(first.classes) >= 2
@@ -478,11 +488,9 @@ class TaskConformance(_TrainsOnABackbone):
         )
 
     def test_missing_data_is_a_one_line_user_error(self, spec, tmp_path):
-        from .config import SearchConfig
-
         missing = str(tmp_path / "missing")
         with pytest.raises(UserError) as error:
-            spec.load(missing, SearchConfig(data=missing))
+            spec.load(missing, TaskOptions())
         assert "\n" not in str(error.value) and "missing" in str(error.value)
 
     def test_encodes_what_the_backbone_reads(self, spec, data):
@@ -497,7 +505,7 @@ class TaskConformance(_TrainsOnABackbone):
         if spec.load_unlabeled is None:
             pytest.skip(f"task {spec.name} reads no unlabelled data")
         inputs = self.predict_inputs(data) or [str(data)]
-        unlabeled = spec.load_unlabeled(inputs, None)
+        unlabeled = spec.load_unlabeled(inputs, TaskOptions())
         assert unlabeled.labels is None and len(unlabeled.items) >= 1
 
     def test_tiny_search(self, spec, data, tmp_path):
@@ -530,9 +538,7 @@ def _task_reading(data: Path, modality: str) -> TaskSpec:
 
 def _sample_inputs(backbone, data: Path, case: _Conformance, task: TaskSpec, n: int = 4):
     """``n`` real examples of ``data``, encoded and prepared the way a trial does."""
-    from .config import SearchConfig
-
-    dataset = task.load(str(data), SearchConfig(data=str(data)))
+    dataset = task.load(str(data), TaskOptions())
     preprocessing = dict(backbone.preprocessing)
     for key in ("image_size", "max_length"):
         if key in preprocessing:

