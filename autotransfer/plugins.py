@@ -173,60 +173,16 @@ class Host:
         if ref.endswith(".py"):
             if not path.is_file():
                 raise UserError(f"--plugin {ref}: no such file; give a .py file, a folder or a module name")
-            self._add_local(ref, path.stem, str(path.resolve()), lambda: _import_file(path), file=path)
+            _add_local(self, ref, path.stem, str(path.resolve()), lambda: _import_file(path), file=path)
         elif path.is_dir():
             for name, module_name, init in _folder_plugins(path, ref):
 
                 def load(module_name: str = module_name, init: Path = init):
                     return _import_package(module_name, init, ref)
 
-                self._add_local(ref, name, str(path.resolve()), load, file=init, module_name=module_name)
+                _add_local(self, ref, name, str(path.resolve()), load, file=init, module_name=module_name)
         else:
-            self._add_local(ref, ref, ref, lambda: _import_module(ref), module_name=ref)
-
-    def _add_local(
-        self, ref: str, name: str, source: str, load, *, file: Path | None = None, module_name: str = ""
-    ) -> None:
-        if self.sources.get(name) == source:
-            return  # asked for twice (the CLI, then the search it starts)
-        same = self._loaded_from(file) if file is not None else None
-        if same is not None:  # these very files are loaded already (an editable install of them)
-            raise self._already_loaded(ref, same)
-        if self.pm.has_plugin(name):
-            if module_name and getattr(self.pm.get_plugin(name), "__name__", None) == module_name:
-                raise self._already_loaded(ref, name)  # another copy of the same plugin
-            taken_by = self.sources.get(name) or "loaded"
-            raise PluginError(
-                f"--plugin {ref}: plugin name {name!r} is already taken ({taken_by}); "
-                "give your plugin another name"
-            )
-        module = load()
-        if self.pm.is_registered(module):  # a module name that an installed plugin's entry point names
-            raise self._already_loaded(ref, self.pm.get_name(module))
-        self.add(module, name, getattr(module, "__version__", "local"), source=source)
-
-    def _loaded_from(self, file: Path) -> str | None:
-        """The loaded plugin whose module is ``file`` (its ``__init__.py`` for a package), if any."""
-        for name, plugin in self.pm.list_name_plugin():
-            loaded = getattr(plugin, "__file__", None)
-            if loaded and Path(loaded).resolve() == file.resolve():
-                return name
-        return None
-
-    def _already_loaded(self, ref: str, name: str) -> PluginError:
-        """``ref`` is (a copy of) plugin ``name``, loaded already."""
-        if name in self.installed:
-            version = self.versions.get(name, "unknown")
-            dist = self.sources.get(name, "") + ("" if version == "unknown" else f" {version}")
-            return PluginError(
-                f"--plugin {ref}: plugin {name!r} is already loaded: it is installed ({dist}) and installed "
-                f"plugins load by themselves; drop --plugin {ref} (after `pip install -e FOLDER` your edits "
-                "apply without it), or `pip uninstall` it to load this copy instead"
-            )
-        return PluginError(
-            f"--plugin {ref}: plugin {name!r} is already loaded ({self.sources.get(name) or 'registered'}); "
-            "load it once"
-        )
+            _add_local(self, ref, ref, ref, lambda: _import_module(ref), module_name=ref)
 
     def remove(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -320,6 +276,53 @@ class Host:
                 }
             )
         return out
+
+
+def _add_local(
+    host: Host, ref: str, name: str, source: str, load, *, file: Path | None = None, module_name: str = ""
+) -> None:
+    if host.sources.get(name) == source:
+        return  # asked for twice (the CLI, then the search it starts)
+    same = _loaded_from(host, file) if file is not None else None
+    if same is not None:  # these very files are loaded already (an editable install of them)
+        raise _already_loaded(host, ref, same)
+    if host.pm.has_plugin(name):
+        if module_name and getattr(host.pm.get_plugin(name), "__name__", None) == module_name:
+            raise _already_loaded(host, ref, name)  # another copy of the same plugin
+        taken_by = host.sources.get(name) or "loaded"
+        raise PluginError(
+            f"--plugin {ref}: plugin name {name!r} is already taken ({taken_by}); "
+            "give your plugin another name"
+        )
+    module = load()
+    if host.pm.is_registered(module):  # a module name that an installed plugin's entry point names
+        raise _already_loaded(host, ref, host.pm.get_name(module))
+    host.add(module, name, getattr(module, "__version__", "local"), source=source)
+
+
+def _loaded_from(host: Host, file: Path) -> str | None:
+    """The loaded plugin whose module is ``file`` (its ``__init__.py`` for a package), if any."""
+    for name, plugin in host.pm.list_name_plugin():
+        loaded = getattr(plugin, "__file__", None)
+        if loaded and Path(loaded).resolve() == file.resolve():
+            return name
+    return None
+
+
+def _already_loaded(host: Host, ref: str, name: str) -> PluginError:
+    """``ref`` is (a copy of) plugin ``name``, loaded already."""
+    if name in host.installed:
+        version = host.versions.get(name, "unknown")
+        dist = host.sources.get(name, "") + ("" if version == "unknown" else f" {version}")
+        return PluginError(
+            f"--plugin {ref}: plugin {name!r} is already loaded: it is installed ({dist}) and installed "
+            f"plugins load by themselves; drop --plugin {ref} (after `pip install -e FOLDER` your edits "
+            "apply without it), or `pip uninstall` it to load this copy instead"
+        )
+    return PluginError(
+        f"--plugin {ref}: plugin {name!r} is already loaded ({host.sources.get(name) or 'registered'}); "
+        "load it once"
+    )
 
 
 def _call(plugin: str, hook: str, function, **kwargs) -> Any:

@@ -462,12 +462,6 @@ def test_conformance_names_the_parameters_outside_every_layer_group(tmp_path):
     assert "tensor(" not in done.stdout and "Parameter containing" not in done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/first_trials.py enqueues the named strategy after the probe's warm start on every "
-    "backbone, so --n-trials 2 with two backbones runs two probes first (it runs third only because the "
-    "pending reference keeps the search going past --n-trials)",
-)
 def test_a_strategy_named_with_strategies_runs_among_the_first_trials(
     autotransfer_plugin, small_digits, tmp_path
 ):

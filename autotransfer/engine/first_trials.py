@@ -1,10 +1,10 @@
 """The trials a search starts from, and the random-init reference it checks transfer against.
 
 First trials (enqueued once, by the worker that created the study): the probe strategy (a linear
-probe) on every backbone, best-ranked first (their frozen features are computed once and reused, so
-after the first they cost little), then one trial of each strategy the user named or the data calls
-for (adaptation with target data, multi-task with related tasks), so it runs early however small
-the budget.
+probe) on the best-ranked backbone; then one trial of each strategy the user named or the data calls
+for (adaptation with target data, multi-task with related tasks), so it runs second however small
+the budget; then the probe on every other backbone (their frozen features are computed once and
+reused, so they cost little), the extra small-data probes and a cheap look at every other strategy.
 
 The reference (the REFERENCE strategy: the same architecture from random weights) is bounded: once
 a few transfer trials have finished, it gets the median transfer trial's cost (with a budget: at
@@ -83,15 +83,18 @@ def enqueue_first_trials(
         study.remember("ranking", [[r.backbone, r.logme] for r in ranking])
         order = [r.backbone for r in ranking]
         log("  LogME ranking: " + ", ".join(f"{r.backbone} {r.logme:.3f}" for r in ranking))
-    if probe is not None:
-        for name in order[: probes or len(order)]:
-            study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
-        for params in small_data_probes(problem, probe, order[0], size):
-            study.study.enqueue_trial(params)
-
+    probed = order[: probes or len(order)] if probe is not None else []
+    if probed:  # the best-ranked backbone's probe first: it is the cheapest look at the data
+        study.study.enqueue_trial(warm_params(problem, probe, probed[0], size, epochs=config.max_epochs))
+    # what the user named or the data calls for runs next, however small the trial budget
     named = called_for(problem, probe)
     for strategy in named:
         study.study.enqueue_trial(warm_params(problem, strategy, order[0], size))
+    for name in probed[1:]:
+        study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
+    if probe is not None:
+        for params in small_data_probes(problem, probe, order[0], size):
+            study.study.enqueue_trial(params)
     for params in exploration(
         problem,
         [s for s in problem.strategies if s is not probe and s not in named],
