@@ -99,7 +99,9 @@ def test_kill_9_mid_trial_then_in_the_export_resumes_with_every_trial_intact(
     storage, name = shared_study
     out = tmp_path / "out"
     plugin = tmp_path / "slow_plugin.py"
-    plugin.write_text(SLOW_PLUGIN.replace("time.sleep(0.25)", "time.sleep(1.0)"))  # a second a batch
+    plugin.write_text(
+        SLOW_PLUGIN.replace("SECONDS_PER_EXAMPLE = 0.02", "SECONDS_PER_EXAMPLE = 0.06")
+    )  # ~1 s a batch of 16
 
     command = [
         sys.executable,

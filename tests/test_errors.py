@@ -192,14 +192,16 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     for number, kept in before.items():
         assert (after[number].value, after[number].params) == kept
     assert after[-1].state == optuna.trial.TrialState.COMPLETE and len(after) > n
-    # the trial Ctrl-C stopped ran again on resume, with its parameters, like a killed worker's
+    # the trial Ctrl-C stopped ran again on resume, with the parameters it had (Ctrl-C may come while
+    # it was still sampling: the rest are sampled again), like a killed worker's
     interrupted = [
         t for t in after[:n] if t.state == optuna.trial.TrialState.FAIL and "fail_reason" not in t.user_attrs
     ]
     assert interrupted, [(t.number, t.state) for t in after[:n]]
     for t in interrupted:
         again = [r for r in after if r.user_attrs.get("retry_of") == t.number]
-        assert len(again) == 1 and again[0].params == t.params and again[0].state.is_finished()
+        assert len(again) == 1 and again[0].state.is_finished()
+        assert t.params.items() <= again[0].params.items()
 
 
 OOM_PLUGIN = """
