@@ -171,7 +171,7 @@ name: anytime
 datasets: [{demo: digits, per_class: 6}]
 seeds: [0]
 budgets: [12s, 24s]
-methods: [autotransfer, plain-loop, probe]
+methods: [autotransfer, plain-loop]
 search: {image_size: 32, max_epochs: 2, backbones: [tf_efficientnet_lite0]}
 """
 
@@ -184,13 +184,13 @@ def test_anytime_curves_give_every_method_each_budget_and_keep_it(tmp_path):
     cli("benchmark", tmp_path / "anytime.yaml", "-o", out, "--device", "cpu")
     points = pd.read_csv(out / "anytime.csv")
     assert sorted(zip(points["budget_s"], points["method"])) == sorted(
-        (b, m) for b in (12.0, 24.0) for m in ("autotransfer", "plain-loop", "probe")
+        (b, m) for b in (12.0, 24.0) for m in ("autotransfer", "plain-loop")
     )
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 6 and set(runs["budget_s"]) == {12.0, 24.0}  # none at a suite budget
+    assert len(runs) == 4 and set(runs["budget_s"]) == {12.0, 24.0}  # none at a suite budget
 
     overruns = pd.read_csv(out / "anytime_overruns.csv")
-    assert len(overruns) == 6
+    assert len(overruns) == 4
     for _, run in overruns.iterrows():
         assert run["within"] == (run["seconds"] <= run["budget_s"] + max(0.05 * run["budget_s"], 15))
         if run["method"] != "plain-loop":  # the engine's runs keep their budget
@@ -200,8 +200,10 @@ def test_anytime_curves_give_every_method_each_budget_and_keep_it(tmp_path):
         assert any(t.state.name == "COMPLETE" for t in trials)
     means = points.set_index(["budget_s", "method"])["test_mean"]
     for _, v in pd.read_csv(out / "anytime_verdicts.csv").iterrows():
-        others = [means[(v["budget_s"], m)] for m in ("plain-loop", "probe")]
-        assert v["difference"] == pytest.approx(means[(v["budget_s"], "autotransfer")] - max(others))
+        assert v["best_other"] == "plain-loop"
+        assert v["difference"] == pytest.approx(
+            means[(v["budget_s"], "autotransfer")] - means[(v["budget_s"], "plain-loop")]
+        )
     page = Page((out / "report.html").read_text())
     assert any(section.startswith("anytime") for section, _ in page.images)
     check_self_contained(page)
