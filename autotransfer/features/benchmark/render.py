@@ -321,8 +321,10 @@ def overrun_section(overruns: list[dict]) -> Section:
             if worst
             else ""
         )
-        + ". Runs over it:"
+        + (". Runs over it:" if late else ".")
     )
+    if not late:
+        return Section("anytime-overruns", "Anytime: time kept", f"<p>{esc(text)}</p>", text)
     return section(
         "anytime-overruns",
         "Anytime: time kept",
