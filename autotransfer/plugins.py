@@ -348,20 +348,27 @@ def _check_marked(plugin: Any, name: str) -> None:
             )
 
 
-def _import_file(path: Path):
-    """Import a ``.py`` file as a module of its own (never shadowing an installed module's name)."""
-    module_name = f"_autotransfer_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+def _exec_file(module_name: str, path: Path, plugin: str, where: Path):
+    """Execute ``path`` as module ``module_name`` (a package when it is an ``__init__.py``), registered
+    in ``sys.modules`` first, as dataclasses, pickling and the package's imports of itself look it up
+    by name; an error is the plugin's, named with ``where`` it came from."""
+    package = [str(path.parent)] if path.name == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(module_name, path, submodule_search_locations=package)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
         raise PluginError(
-            f"plugin {path.stem!r} ({path}) failed to import: {type(exc).__name__}: {exc}"
+            f"plugin {plugin!r} ({where}) failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     return module
+
+
+def _import_file(path: Path):
+    """Import a ``.py`` file as a module of its own (never shadowing an installed module's name)."""
+    return _exec_file(f"_autotransfer_plugin_{path.stem}", path, path.stem, path)
 
 
 def _import_module(ref: str):
@@ -425,20 +432,7 @@ def _import_package(module_name: str, init: Path, ref: str):
                 f"{getattr(loaded, '__file__', None) or 'elsewhere'}; rename the package"
             )
     else:
-        is_package = init.name == "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            top, init, submodule_search_locations=[str(init.parent)] if is_package else None
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[top] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[top]
-            raise PluginError(
-                f"plugin {top!r} ({init.parent if is_package else init}) failed to import: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        _exec_file(top, init, top, init.parent if init.name == "__init__.py" else init)
     return _import_module(module_name)
 
 
