@@ -24,15 +24,15 @@ SLOW_PLUGIN = """
 import time
 
 from autotransfer import hookimpl
-
-SECONDS_PER_EXAMPLE = 0.02
 from autotransfer.specs import StrategySpec
+
+SECONDS_PER_EXAMPLE = {seconds_per_example}
 
 
 def prepare(model, params, context):
     from autotransfer.strategy import fine_tune_plan
 
-    plan = fine_tune_plan(model, context.n_groups, {})
+    plan = fine_tune_plan(model, context.n_groups, {{}})
 
     def extra_loss(model, source, extras, progress):
         time.sleep(SECONDS_PER_EXAMPLE * len(source))  # whatever the batch size, the same per epoch
@@ -47,6 +47,12 @@ def register_strategies(register):
     register(StrategySpec(name="slow-probe", description="a linear probe that sleeps every batch",
                           prepare=prepare, lr_range=(0.01, 0.1)))
 """
+
+
+def write_slow_plugin(path: Path, seconds_per_example: float = 0.02) -> Path:
+    """SLOW_PLUGIN as a file: its strategy sleeps this long per training example, whatever the batch."""
+    path.write_text(SLOW_PLUGIN.format(seconds_per_example=seconds_per_example))
+    return path
 
 
 # small, fast, still real: EfficientNet-Lite0 at 64 px on 30 digits per class

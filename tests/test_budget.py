@@ -15,7 +15,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import SLOW_PLUGIN, cli, read_json
+from conftest import cli, read_json, write_slow_plugin
 
 from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
@@ -28,8 +28,7 @@ def study_of(out):
 
 
 def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
-    plugin = tmp_path / "slow_plugin.py"
-    plugin.write_text(SLOW_PLUGIN)
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py")
     out = tmp_path / "out"
     budget = 30  # room for start-up on a loaded 2-core machine; one trial alone would take longer
     started = time.time()

@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from conftest import SLOW_PLUGIN, read_json
+from conftest import read_json, write_slow_plugin
 
 from autotransfer.config import with_driver
 
@@ -98,10 +98,7 @@ def test_kill_9_mid_trial_then_in_the_export_resumes_with_every_trial_intact(
 ):
     storage, name = shared_study
     out = tmp_path / "out"
-    plugin = tmp_path / "slow_plugin.py"
-    plugin.write_text(
-        SLOW_PLUGIN.replace("SECONDS_PER_EXAMPLE = 0.02", "SECONDS_PER_EXAMPLE = 0.06")
-    )  # ~1 s a batch of 16
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", 0.06)  # ~1 s a batch of 16
 
     command = [
         sys.executable,

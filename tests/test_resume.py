@@ -14,7 +14,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import SLOW_PLUGIN, cli, read_json
+from conftest import cli, read_json, write_slow_plugin
 
 TINY = ["--max-epochs", "1", "--no-reference", "--quiet"]
 LITE0 = ["--backbones", "tf_efficientnet_lite0"]
@@ -96,8 +96,7 @@ def test_a_finished_search_leaves_no_queued_row(digits, tmp_path):
 
 
 def test_a_killed_workers_trial_is_said_to_wait_for_its_heartbeat(digits, tmp_path):
-    plugin = tmp_path / "slow_plugin.py"
-    plugin.write_text(SLOW_PLUGIN.replace("time.sleep(0.25)", "time.sleep(1.0)"))
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", 0.06)  # ~1 s a batch of 16
     out = tmp_path / "out"
     command = [
         sys.executable,
