@@ -73,7 +73,7 @@ def enqueue_first_trials(
     config = problem.config
     if study.trials() or not study.wrote_split or config.sampler == "random":
         return
-    probe = next((s for s in problem.strategies if s.role == PROBE), None)
+    probe = problem.searched_role(PROBE)
     order = [b.name for b in problem.backbones]
     ranked = probes is None or probes >= len(order)  # ranking computes every backbone's features
     if probe is not None and len(order) > 1 and config.rank and ranked:

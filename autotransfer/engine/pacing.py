@@ -3,6 +3,7 @@ resolution and number of the first probes, and what the first lines say about ti
 
 from __future__ import annotations
 
+from ..specs import PROBE
 from . import pricing
 from .budget import Clock, clock_text
 from .cost import CostModel
@@ -50,7 +51,7 @@ class Pacing:
     def probe_costs(self, size: int | None) -> list[float]:
         """Predicted seconds of a first probe trial on each backbone, in the problem's order."""
         problem = self.problem
-        probe = problem.role("probe")
+        probe = problem.role(PROBE)
         costs = []
         for backbone in problem.backbones:
             params = {"backbone": backbone.name, "strategy": probe.name if probe else None, "epochs": 1}

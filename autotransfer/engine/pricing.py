@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..specs import PROBE
+from ..specs import PROBE, REFERENCE
 from .cost import PROBE_EXAMPLES, CostModel, Prediction, Query, measure_optimizer, measure_rates
 from .problem import Problem
 from .streams import TARGET_SAMPLE, inputs_ready, preprocessing_key
@@ -45,7 +45,7 @@ def query_from_params(problem: Problem, cost: CostModel, params: dict) -> Query 
         return None
     backbone = problem.backbone_spec(backbone_name)
     strategy_name = params.get("strategy", only(sorted(problem.strategy_by_name)))
-    strategy = problem.strategy_by_name.get(strategy_name) or problem.role("reference")
+    strategy = problem.strategy_by_name.get(strategy_name) or problem.role(REFERENCE)
     size = params.get(problem.task.size_key) if problem.task.size_key else None
     if size is None and problem.input_sizes:
         size = problem.input_sizes[0]

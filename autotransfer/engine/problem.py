@@ -148,11 +148,13 @@ class Problem:
             return METRIC
         return self.inputs.task.metric
 
+    def searched_role(self, role: str) -> StrategySpec | None:
+        """The searched strategy playing ``role`` (PROBE, REFERENCE), if one is searched."""
+        return candidates.with_role(self.host, role, self.modality, self.strategies)
+
     def role(self, role: str) -> StrategySpec | None:
         """The strategy playing ``role``: a searched one first, else any registered one."""
-        return candidates.with_role(self.host, role, self.modality, self.strategies) or candidates.with_role(
-            self.host, role, self.modality
-        )
+        return self.searched_role(role) or candidates.with_role(self.host, role, self.modality)
 
     def backbone_spec(self, name: str) -> BackboneSpec:
         return next(b for b in self.backbones if b.name == name)

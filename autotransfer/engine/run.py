@@ -190,7 +190,7 @@ class Search:
         if not last_skips(self.study, SKIPS_TO_STOP) or self.study.waiting():
             return
         problem = self.problem
-        probe = next((s for s in problem.strategies if s.role == PROBE), None)
+        probe = problem.searched_role(PROBE)
         size = problem.input_sizes[0] if problem.input_sizes else None
         costs = self.pace.probe_costs(size)
         cheapest = min(range(len(costs)), key=costs.__getitem__)
