@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from autotransfer.engine.cost import CostModel, Prediction, Query, Rates
+from autotransfer.engine.cost import FROZEN, TRAINS, CostModel, Prediction, Query, Rates
 from autotransfer.engine.sampler import CostAwareTPESampler, make_sampler, supported
 
 
@@ -71,6 +71,37 @@ def test_epochs_within_and_the_learned_correction():
         assert learned.total(1) == pytest.approx(actual, rel=0.25)
 
 
+def test_a_correction_below_one_never_prices_the_measured_one_off_part_below_its_measure():
+    """Short trials can teach a correction of 0.2; a first cache measured at 26 s must still be priced
+    at 26 s (a trial at a new resolution was once priced at 8 s, ran 24 s and was stopped unfinished)."""
+    cheap = Prediction(fixed=26.0, per_epoch=1.0, correction=0.2, overhead=0.1)
+    assert cheap.total(5) == pytest.approx(0.1 + 26.0 + 5 * 0.2)
+    assert cheap.epochs_within(20.0, 10) == 0  # skipped, not run into the budget
+    assert cheap.epochs_within(27.2, 10) == 5  # the epochs themselves keep the learned correction
+    dear = Prediction(fixed=2.0, per_epoch=1.0, correction=3.0)
+    assert dear.total(1) == pytest.approx(9.0)  # a correction above one scales every part
+
+
+def test_the_correction_is_learned_per_kind_and_probes_never_price_a_fine_tune_below_its_parts():
+    """Probes on cached features run at a fraction of their parts (a search once learned 0.5 from
+    them, priced a LoRA epoch at 3.9 s, and the budget stopped it after one epoch of 20 s)."""
+    cost, _ = model_with({("b", "64"): FOUR})
+    for predicted in (1.0, 2.0, 3.0):
+        cost.observe(predicted, 0.4 * predicted, kind=FROZEN)
+    probe = cost.predict(query(frozen_prefix=4, cached=True))
+    fine_tune = cost.predict(query())
+    assert probe.kind == FROZEN and probe.correction == pytest.approx(0.4)
+    assert fine_tune.kind == TRAINS and fine_tune.correction == 1.0  # the parts, not the probes' 0.4
+    for predicted in (1.0, 2.0, 4.0):
+        cost.observe(predicted, 2.5 * predicted, kind=TRAINS)
+    assert cost.predict(query()).correction == pytest.approx(2.5)  # its own kind, once seen
+    assert cost.predict(query(frozen_prefix=4, cached=True)).correction == pytest.approx(0.4)
+    # a slow machine seen on probes only: the fine-tune is priced as slow (never the other way round)
+    slow, _ = model_with({("b", "64"): FOUR})
+    slow.observe(2.0, 6.0, kind=FROZEN)
+    assert slow.predict(query()).correction == pytest.approx(3.0)
+
+
 def test_measurements_are_remembered_in_the_study_and_read_back():
     cost, store = model_with({("org/model:cls", "128"): FOUR})
     cost.remember_build("org/model:cls", 1.5)
@@ -127,3 +158,56 @@ def test_the_sampler_prefers_improvement_per_second():
         assert aware < plain - 1.0, (seed, aware, plain)
         cooled = mean_epochs(CostAwareTPESampler(cost=cost, cooling=lambda: 0.0, **options))
         assert cooled > aware + 1.0, (seed, cooled, aware)  # cost cooled off: TPE's choice alone again
+
+
+def test_a_trial_the_budget_stopped_teaches_up_to_its_last_whole_epoch():
+    from autotransfer.engine.objective import observe
+
+    parts = {"spent": 1.0, "fixed": 0.0, "epoch": 4.0, "correction": 1.0, "overhead": 0.0, "kind": TRAINS}
+    stopped = optuna.trial.create_trial(
+        value=0.9,
+        user_attrs={
+            "cost": parts,
+            "epochs_run": 1,
+            "stopped": "budget",
+            "duration_s": 30.0,  # one epoch and most of the next: not what one epoch costs
+            "epochs_end_s": 13.0,
+            "strategy": "lora",
+            "frozen_prefix": 1,
+        },
+    )
+    cost, _ = model_with({})
+    observe(cost, stopped)
+    assert cost.pairs[TRAINS] == [(4.0, 12.0)] and cost.correction_for(TRAINS) == pytest.approx(3.0)
+    assert cost.frozen_by_strategy == {"lora": [1]}
+
+
+def test_the_first_look_beyond_a_probe_is_cheap_and_long_enough_to_judge(digits, tmp_path):
+    """With a budget, the cheapest other strategy gets one look of as many epochs as fit 40% of it:
+    the smallest resolution, a batch that still takes 32 steps an epoch, no augmentation (frozen
+    layers stay cached), the top two layer groups trained, a brisk learning rate; the others a
+    two-epoch look while they fit a quarter of the budget."""
+    from conftest import problem_for
+
+    from autotransfer.engine import pricing
+    from autotransfer.engine.first_trials import EXPLORE_FIRST_SHARE, exploration
+
+    problem = problem_for(digits, tmp_path, backbones=["tf_efficientnet_lite0"])
+    cost, _ = model_with({})
+    pricing.prime(problem, cost)
+    groups = len(cost.rates_for("tf_efficientnet_lite0", problem.input_sizes[0]).forward)
+    strategies = [s for s in problem.strategies if s.name in ("partial-finetune", "full-finetune")]
+    estimate = lambda params: pricing.estimate(problem, cost, params)  # noqa: E731
+    unbounded = exploration(problem, strategies, "tf_efficientnet_lite0", estimate, 1e9, groups)[0]
+    one, two = (estimate({**unbounded, "epochs": n}) for n in (1, 2))
+    budget = ((one - (two - one)) + 4.5 * (two - one)) / EXPLORE_FIRST_SHARE  # room for 4 epochs and a half
+    looks = exploration(problem, strategies, "tf_efficientnet_lite0", estimate, budget, groups)
+    first = looks[0]
+    assert first["strategy"] == "partial-finetune"  # the frozen prefix makes it the cheapest
+    assert first["partial-finetune.freeze_depth"] == groups - 2
+    assert first["image_size"] == min(problem.input_sizes) and first["augment"] == "off"
+    steps = [b for b in problem.batch_size_choices() if len(problem.split["train"]) / b >= 32]
+    assert first["batch_size"] == max(steps or [min(problem.batch_size_choices())])
+    assert first["epochs"] == 4 and estimate(first) <= EXPLORE_FIRST_SHARE * budget
+    low, high = problem.strategy_by_name["partial-finetune"].lr_range
+    assert low * 10 < first["partial-finetune.lr"] < high

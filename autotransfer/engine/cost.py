@@ -13,7 +13,10 @@ Forward time per layer group and the backward/forward ratio come from a few time
 first time a backbone runs at a resolution (``measure_rates``); they are remembered in the study
 (user attributes ``cost|DEVICE|...``), so resumed runs and other workers on the same device share them.
 What the parts miss (threads, batch-size effects, Python overhead) is corrected by the median ratio
-of actual to predicted seconds over the study's recent trials.
+of actual to predicted seconds over the study's recent trials of the same kind: trials that train
+backbone weights and trials that train only a head on frozen features err differently (a probe's
+seconds are mostly overhead, a fine-tune's mostly backward passes), so one kind's ratio never prices
+the other below the parts (see ``CostModel.correction_for``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ UNKNOWN_FORWARD = 2e-3
 UNKNOWN_BUILD = 1.0
 #: per optimiser step, beyond the parameters' update: Python, the scheduler, zeroing gradients
 STEP_OVERHEAD = 1.5e-3
-#: the correction looks at this many recent trials
+#: the correction looks at this many recent trials of a kind
 HISTORY = 8
+#: the kinds of trial the correction is learned for apart
+FROZEN, TRAINS = "frozen", "trains"
 
 
 @dataclass
@@ -92,18 +97,27 @@ class Prediction:
     #: seconds every trial costs beyond its parts (the study's bookkeeping, checkpoints)
     overhead: float = 0.0
     parts: dict = field(default_factory=dict)
+    #: FROZEN (no backbone weight trains) or TRAINS: whose history corrects it
+    kind: str = TRAINS
+
+    @property
+    def fixed_scale(self) -> float:
+        """The correction as applied to the one-off part (building, decoding, caching frozen
+        activations): measured directly, it is never predicted cheaper than measured, only dearer. A
+        correction learned from short trials must not price a slow first cache at a fifth of it."""
+        return max(1.0, self.correction)
 
     def total(self, epochs: int) -> float:
-        return self.overhead + (self.fixed + self.per_epoch * epochs) * self.correction
+        return self.overhead + self.fixed * self.fixed_scale + self.per_epoch * epochs * self.correction
 
     def epochs_within(self, seconds: float, most: int) -> int:
         """The most epochs (up to ``most``) predicted to finish within ``seconds``."""
         if seconds == float("inf"):
             return most
-        seconds -= self.overhead
+        seconds -= self.overhead + self.fixed * self.fixed_scale
         if self.per_epoch <= 0:
-            return most if self.fixed * self.correction <= seconds else 0
-        fit = int((seconds / self.correction - self.fixed) // self.per_epoch)
+            return most if seconds >= 0 else 0
+        fit = int(seconds // (self.per_epoch * self.correction))
         return max(0, min(most, fit))
 
 
@@ -118,7 +132,7 @@ class CostModel:
         self.build: dict[str, float] = {}
         self.decode: dict[str, float] = {}
         self.step_per_param = 2e-9
-        self.pairs: list[tuple[float, float]] = []
+        self.pairs: dict[str, list[tuple[float, float]]] = {FROZEN: [], TRAINS: []}
         self.frozen_by_strategy: dict[str, list[int]] = {}
         #: what was measured on this device ("optimizer"), so it is measured once
         self.measured: set[str] = set()
@@ -176,31 +190,42 @@ class CostModel:
                 self.remember_decode(what, seconds)
         timings.clear()
 
-    def observe(self, predicted: float, actual: float, frozen: tuple[str, int] | None = None) -> None:
-        """A finished trial: its predicted and actual seconds (for the same epochs), and the frozen
-        prefix its strategy chose."""
+    def observe(
+        self, predicted: float, actual: float, frozen: tuple[str, int] | None = None, kind: str = TRAINS
+    ) -> None:
+        """A finished trial: its predicted and actual seconds (for the same epochs), its kind, and the
+        frozen prefix its strategy chose."""
         if predicted > 0 and actual > 0:
-            self.pairs = (self.pairs + [(predicted, actual)])[-HISTORY:]
+            self.pairs[kind] = (self.pairs.get(kind, []) + [(predicted, actual)])[-HISTORY:]
         if frozen is not None:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
+    def correction_for(self, kind: str) -> float:
+        """Actual over predicted seconds for trials of ``kind``: the median ratio of its recent trials
+        long enough (a predicted second or more) for the per-trial overhead not to dominate, else of
+        all of them. With none of its kind yet, the other kind's, but never below one: probes teach
+        how slow the machine is, not that a fine-tune is cheaper than its parts."""
+        own = self.pairs.get(kind) or []
+        if own:
+            long = [(p, a) for p, a in own if p >= 1.0] or own
+            return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
+        others = [k for k, pairs in self.pairs.items() if pairs and k != kind]
+        return max(1.0, self.correction_for(others[0])) if others else 1.0
+
     @property
     def correction(self) -> float:
-        """Actual over predicted seconds: the median ratio of recent trials long enough (a predicted
-        second or more) for the per-trial overhead not to dominate, else of all of them."""
-        if not self.pairs:
-            return 1.0
-        long = [(p, a) for p, a in self.pairs if p >= 1.0] or self.pairs
-        return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
+        """The correction for inference-like work (exporting, caching): the frozen kind's, at least one."""
+        return max(1.0, self.correction_for(FROZEN))
 
     @property
     def overhead(self) -> float:
         """Seconds a trial costs beyond what its corrected parts predict: the median over the shorter
         half of recent trials (never below zero)."""
-        if len(self.pairs) < 2:
+        pairs = [(p, a, kind) for kind, kept in self.pairs.items() for p, a in kept]
+        if len(pairs) < 2:
             return 0.0
-        short = sorted(self.pairs)[: max(1, len(self.pairs) // 2)]
-        return max(0.0, statistics.median(a - self.correction * p for p, a in short))
+        short = sorted(pairs)[: max(1, len(pairs) // 2)]
+        return max(0.0, statistics.median(a - self.correction_for(kind) * p for p, a, kind in short))
 
     # predicting -----------------------------------------------------------------------------------
     def rates_for(self, backbone: str, size: Any) -> Rates | None:
@@ -255,12 +280,14 @@ class CostModel:
         )
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
         parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
+        kind = TRAINS if trainable > 0 else FROZEN
         return Prediction(
             fixed=build + decode + cache,
             per_epoch=per_epoch,
-            correction=self.correction,
+            correction=self.correction_for(kind),
             overhead=self.overhead,
             parts=parts,
+            kind=kind,
         )
 
 

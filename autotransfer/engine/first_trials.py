@@ -29,8 +29,14 @@ from .problem import Problem
 from .study import SearchStudy
 
 #: the first look at each strategy: this many epochs at the smallest resolution, within this share
-#: of the budget in all
+#: of the budget in all, at a batch size giving at least EXPLORE_STEPS steps an epoch
 EXPLORE_EPOCHS = 2
+EXPLORE_STEPS = 32
+#: the cheapest look may take up to this share of the budget alone
+EXPLORE_FIRST_SHARE = 0.4
+#: a look's learning rate (without a warm start): this far up the strategy's range, on a log scale;
+#: two epochs need a brisk one
+EXPLORE_LR = 0.6
 #: examples a class at most for a training set to count as tiny (see ``small_data_probes``)
 SMALL_DATA = 10
 
@@ -66,9 +72,11 @@ def enqueue_first_trials(
     estimate: Callable[[dict], float | None] | None = None,
     budget: float | None = None,
     probes: int | None = None,
+    groups: int | None = None,
 ) -> None:
     """Enqueue the warm starts: only in a new study, only by the worker that wrote its split. ``probes``
-    limits the backbones probed first (a budget too small for all); ranking needs them all."""
+    limits the backbones probed first (a budget too small for all); ranking needs them all. ``groups``:
+    the layer groups of the first backbone, when measured."""
 
     config = problem.config
     if study.trials() or not study.wrote_split or config.sampler == "random":
@@ -101,6 +109,7 @@ def enqueue_first_trials(
         order[0],
         estimate,
         budget,
+        groups,
     ):
         study.study.enqueue_trial(params, user_attrs={"explore": True})
 
@@ -111,15 +120,33 @@ def exploration(
     backbone: str,
     estimate: Callable[[dict], float | None] | None,
     budget: float | None,
+    groups: int | None = None,
 ) -> list[dict]:
-    """A cheap look at every other strategy (the smallest resolution, EXPLORE_EPOCHS epochs), cheapest
-    first, while they are predicted to fit EXPLORE_SHARE of the budget (without one, while they take
-    at most half of --n-trials): the sampler then knows each strategy's worth before it chooses."""
+    """A cheap look at every other strategy, cheapest first, while they are predicted to fit
+    EXPLORE_SHARE of the budget (without one, while they take at most half of --n-trials): the sampler
+    then knows each strategy's worth before it chooses; the cheapest one is taken up to
+    EXPLORE_FIRST_SHARE alone. Cheap: the smallest resolution, EXPLORE_EPOCHS epochs, the largest batch
+    that still takes EXPLORE_STEPS steps an epoch, no augmentation, and a strategy with a searched
+    freeze depth frozen (and cached) through half of the backbone's ``groups``; a strategy without a
+    warm-start learning rate gets one EXPLORE_LR up its range."""
     size = problem.input_sizes[0] if problem.input_sizes else None
     epochs = min(EXPLORE_EPOCHS, problem.config.max_epochs)
-    candidates = [
-        warm_params(problem, s, backbone, size, epochs=epochs) for s in strategies if s.role != REFERENCE
-    ]
+    choices = problem.batch_size_choices()
+    steps = [b for b in choices if len(problem.split["train"]) / b >= EXPLORE_STEPS]
+    candidates = []
+    for strategy in strategies:
+        if strategy.role == REFERENCE:
+            continue
+        params = warm_params(problem, strategy, backbone, size, epochs=epochs)
+        params["batch_size"] = max(steps) if steps else min(choices)
+        if "off" in problem.task.augmentations:  # frozen layers stay cacheable; the sampler tries the rest
+            params["augment"] = "off"
+        low, high = strategy.lr_range
+        params.setdefault(f"{strategy.name}.lr", low * (high / low) ** EXPLORE_LR)
+        depth = f"{strategy.name}.freeze_depth"
+        if groups and groups > 2 and depth in searched_knobs(problem, strategy, backbone, groups):
+            params.setdefault(depth, groups - 2)  # the top two groups train: little data, little time
+        candidates.append(params)
     if budget is None:
         room = max(0, (problem.config.n_trials or 0) // 2 - len(problem.backbones))
         return candidates[:room]
@@ -128,11 +155,47 @@ def exploration(
     )
     chosen, spent = [], 0.0
     for seconds, _, params in priced:
-        if spent + seconds > EXPLORE_SHARE * budget:
+        if not chosen:
+            # the cheapest look is taken past the share, up to EXPLORE_FIRST_SHARE, and trains as many
+            # epochs as fit that: a fine-tune two epochs in is often behind a probe it beats by five,
+            # and without one honest look the search would never learn whether anything beyond a
+            # probe pays
+            params, seconds = longest_look(params, estimate, EXPLORE_FIRST_SHARE * budget, problem)
+            if seconds > EXPLORE_FIRST_SHARE * budget:
+                break
+        elif spent + seconds > EXPLORE_SHARE * budget:
             break
         chosen.append(params)
         spent += seconds
     return chosen
+
+
+def longest_look(params: dict, estimate, seconds: float, problem: Problem) -> tuple[dict, float]:
+    """``params`` with as many epochs (EXPLORE_EPOCHS to --max-epochs) as are predicted to fit
+    ``seconds``, and their predicted cost."""
+    one, two = (estimate({**params, "epochs": n}) or float("inf") for n in (1, 2))
+    per_epoch = max(1e-9, two - one)
+    fit = int((seconds - (one - per_epoch)) // per_epoch)
+    epochs = max(params["epochs"], min(problem.config.max_epochs, fit))
+    return {**params, "epochs": epochs}, (one - per_epoch) + per_epoch * epochs
+
+
+def searched_knobs(problem: Problem, strategy: StrategySpec, backbone: str, groups: int) -> set[str]:
+    """The parameter names a strategy suggests (asked of it on a throwaway in-memory trial)."""
+    from ..strategy import StrategyContext
+
+    context = StrategyContext(
+        backbone_name=backbone,
+        modality=problem.modality,
+        n_groups=groups,
+        max_epochs=problem.config.max_epochs,
+        epochs=problem.config.max_epochs,
+        streams=problem.extra_streams(),
+        aux_classes=tuple(len(a.classes) for a in problem.inputs.aux),
+    )
+    trial = optuna.create_study().ask()
+    strategy.suggest(trial, context)
+    return set(trial.params)
 
 
 def small_data_probes(problem: Problem, probe: StrategySpec, backbone: str, size: int | None) -> list[dict]:

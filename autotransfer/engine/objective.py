@@ -16,7 +16,7 @@ from ..errors import OutOfTime, TrialFailed
 from ..specs import REFERENCE
 from . import pricing
 from .budget import Clock
-from .cost import CostModel, Prediction
+from .cost import TRAINS, CostModel, Prediction
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
@@ -97,11 +97,14 @@ class Objective:
         trainer, info = build_trial(self.problem, trial, role, choices)
         self.cost.absorb(self.problem.timings)
         prediction, epochs = self._plan(trial, trainer, choices, allowed, started)
-        trainer.report = self._reporter(trial, role, epochs)
+        ends: list[float] = []  # when each epoch ended, so a trial the budget stops still teaches
+        trainer.report = self._reporter(trial, role, epochs, ends)
         who = f"{info.backbone} / {info.strategy}"
         deadline = None if allowed == float("inf") else started + allowed
         trainer.monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline)
         metric, trainer = self._fit(trial, trainer, role, choices)
+        if ends:
+            trial.set_user_attr("epochs_end_s", round(ends[-1] - started, 2))
         self._record(trial, trainer)
         self._keep_if_best(trial, trainer, metric, info)
         return metric
@@ -139,12 +142,14 @@ class Objective:
                 "epoch": prediction.per_epoch,
                 "correction": prediction.correction,
                 "overhead": prediction.overhead,
+                "kind": prediction.kind,
             },
         )
         return prediction, epochs
 
-    def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int):
+    def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int, ends: list[float]):
         def report(epoch: int, metric: float, extra: dict) -> None:
+            ends.append(time.time())
             trial.report(metric, epoch)
             # the last epoch is never pruned: the trial has already paid for it; the reference never
             prune = not role and epoch < last_epoch and trial.should_prune()
@@ -225,13 +230,16 @@ class Objective:
 
 def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     """Teach the cost model from a finished trial: the predicted against the actual seconds after the
-    prediction, for the epochs it ran (trials the budget cut, or skipped, teach nothing)."""
+    prediction, for the epochs it ran; a trial the budget stopped, up to the end of its last whole
+    epoch (skipped trials teach nothing)."""
     attrs = trial.user_attrs
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
-    if parts is None or attrs.get("stopped") or "duration_s" not in attrs or epochs < 1:
+    seconds = attrs.get("epochs_end_s") if attrs.get("stopped") else attrs.get("duration_s")
+    if parts is None or seconds is None or epochs < 1:
         return
     frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None
-    cost.observe(parts["fixed"] + parts["epoch"] * epochs, attrs["duration_s"] - parts["spent"], frozen)
+    predicted = parts["fixed"] + parts["epoch"] * epochs
+    cost.observe(predicted, seconds - parts["spent"], frozen, parts.get("kind", TRAINS))
 
 
 def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial) -> float | None:
@@ -240,11 +248,8 @@ def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial) -> float | None:
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
     if parts is None or epochs < 1:
         return None
-    return (
-        parts["spent"]
-        + parts.get("overhead", 0.0)
-        + parts["correction"] * (parts["fixed"] + parts["epoch"] * epochs)
-    )
+    prediction = Prediction(parts["fixed"], parts["epoch"], parts["correction"], parts.get("overhead", 0.0))
+    return parts["spent"] + prediction.total(epochs)
 
 
 def last_skips(study: SearchStudy, n: int) -> bool:

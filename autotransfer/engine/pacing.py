@@ -45,6 +45,13 @@ class Pacing:
         fits = [s for s in sizes if self.probe_seconds(s) <= 0.1 * self.clock.budget]
         return max(fits) if fits else sizes[0]
 
+    def layer_groups(self) -> int | None:
+        """Layer groups of the first backbone, as measured at the smallest searched size (None: unknown)."""
+        backbone = self.problem.backbones[0]
+        size = self.problem.input_sizes[0] if self.problem.input_sizes else None
+        rates = self.cost.rates_for(backbone.name, pricing.size_value(self.problem, backbone, size))
+        return len(rates.forward) if rates is not None else None
+
     def probe_seconds(self, size: int | None) -> float:
         return sum(self.probe_costs(size))
 

@@ -124,6 +124,7 @@ class Search:
             estimate=lambda params: pricing.estimate(self.problem, self.cost, params),
             budget=self.clock.budget,
             probes=self.pace.probes_that_fit(size),
+            groups=self.pace.layer_groups(),
         )
 
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
