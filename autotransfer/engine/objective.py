@@ -122,6 +122,8 @@ class Objective:
         )
         spent = time.time() - started
         epochs = prediction.epochs_within((allowed - spent) * SAFETY, choices.epochs)
+        if epochs == 0 and self.clock.budget is None and trial.user_attrs.get("reference"):
+            epochs = 1  # no time limit: the reference trains one epoch at least (its cap stops it after)
         if epochs == 0:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
@@ -148,11 +150,15 @@ class Objective:
         return prediction, epochs
 
     def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int, ends: list[float]):
+        # a first look at a strategy is not pruned either: a fine-tune behind a probe after one epoch
+        # is often ahead after a few, and the look is there to learn which
+        prunable = not role and not trial.user_attrs.get("explore")
+
         def report(epoch: int, metric: float, extra: dict) -> None:
             ends.append(time.time())
             trial.report(metric, epoch)
             # the last epoch is never pruned: the trial has already paid for it; the reference never
-            prune = not role and epoch < last_epoch and trial.should_prune()
+            prune = prunable and epoch < last_epoch and trial.should_prune()
             trial.set_user_attr("epochs_run", epoch)
             if prune:
                 for key, value in extra.items():  # a storage write each: only for the epoch that counts

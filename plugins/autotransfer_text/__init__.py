@@ -282,15 +282,16 @@ def typical_tokens(texts: list[str]) -> int:
 
 def input_sizes(dataset, native: int) -> list[int]:
     """Text lengths worth searching (``max_length``, in tokens): powers of two from the median text's
-    length (at least 32) to the backbone's ``native`` one; texts longer than that also get a quarter and
-    a half of it, cheaper, shorter reads (a transformer's cost grows with the length)."""
+    length (at least 32) to the backbone's ``native`` one; texts longer than that also get an eighth, a
+    quarter and a half of it (at least 32), cheaper, shorter reads (a transformer's cost grows with the
+    length; a first probe on a small budget reads the opening tokens only)."""
     native = int(native)
     own = dataset.input_size or native
     low = 32
     while low < min(own, native):
         low *= 2
     if low >= native:
-        return sorted({max(32, native // 4), max(32, native // 2), native})
+        return sorted({max(32, native // 8), max(32, native // 4), max(32, native // 2), native})
     sizes, size = set(), low
     while size < native:
         sizes.add(size)
