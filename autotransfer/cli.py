@@ -150,6 +150,12 @@ def _split_list(ctx, param, value):
 @click.option("--no-rank", is_flag=True, help="Do not order the first trials by LogME ranking.")
 @click.option("--no-reference", is_flag=True, help="Skip the random-init reference trial.")
 @click.option(
+    "--portfolio",
+    help="Also start from these past searches: a portfolio file (autotransfer portfolio build), a "
+    "search's output folder or a storage URL.",
+)
+@click.option("--no-portfolio", is_flag=True, help="Do not start from the portfolio's configurations.")
+@click.option(
     "--random-init",
     is_flag=True,
     help="Random weights instead of pretrained ones (to measure what pretraining gives).",
@@ -160,7 +166,7 @@ def _split_list(ctx, param, value):
 @click.option("--max-length", type=int, help="Maximum tokens per text.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, timeout, **options):
+def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, no_portfolio, devices, timeout, **options):
     """Search backbones, strategies and their knobs on DATA, within --budget."""
     from .engine.budget import process_started
 
@@ -181,6 +187,7 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, devices, time
         pruning=not no_pruning,
         reference=not no_reference,
         rank=not no_rank,
+        use_portfolio=not no_portfolio,
         plugins=ctx.obj["plugins"],
         **options,
     )
@@ -365,6 +372,32 @@ def report(out_dir, storage, study_name):
 
     for path in write_report(out_dir, storage=storage, study_name=study_name):
         click.echo(str(path))
+
+
+@main.group()
+def portfolio():
+    """Learn from past searches: build the portfolio a search starts from."""
+
+
+@portfolio.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--output", "-o", default="portfolio.json", show_default=True, help="The portfolio file.")
+def portfolio_build(sources, output):
+    """Keep each searched dataset's best configurations from SOURCES: storage URLs (every study in
+    each), search output folders, folders of many (a benchmark's output) or .db files."""
+    from pathlib import Path
+
+    from .engine import portfolio as folio
+
+    built = folio.build(list(sources))
+    entries = folio.load_dict(built)
+    if not entries:
+        raise UserError(f"{' '.join(sources)}: no finished trial in any study there; nothing to build from")
+    folio.write(built, Path(output))
+    datasets = len({e.meta.fingerprint for e in entries})
+    click.echo(f"{output}: {len(entries)} configurations from {datasets} datasets")
+    for line in folio.describe(entries):
+        click.echo(line)
 
 
 @main.command()

@@ -60,6 +60,11 @@ class SearchConfig:
     #: run the random-init reference once, at the cost of a median transfer trial, to tell whether
     #: transfer helped
     reference: bool = True
+    #: start from the bundled portfolio's configurations nearest to this data (see engine/portfolio.py)
+    use_portfolio: bool = True
+    #: a portfolio file, or studies to learn from (a storage URL, a search's output folder, a .db),
+    #: used beside the bundled one
+    portfolio: str | None = None
     #: build every backbone with random weights (to measure what pretraining gives)
     random_init: bool = False
     plugins: list[str] = field(default_factory=list)
@@ -153,6 +158,11 @@ def check(config: SearchConfig) -> None:
         raise UserError(f"sampler {config.sampler!r}: use tpe or random")
     if not config.study_name.strip():
         raise UserError("--study-name is empty: give the study a name")
+    if config.portfolio and "://" not in config.portfolio and not Path(config.portfolio).exists():
+        raise UserError(
+            f"--portfolio {config.portfolio}: no such file or folder; give a portfolio file, a search's "
+            "output folder or a storage URL"
+        )
     output = Path(config.output)
     if output.exists() and not output.is_dir():
         raise UserError(

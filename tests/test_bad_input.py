@@ -291,6 +291,7 @@ OUT_OF_RANGE = {
     "--target-unlabeled": [MISSING],
     "--target-eval": [MISSING],
     "--aux-task": [MISSING],
+    "--portfolio": [MISSING],
     "--image-size": ["0"],
     "--max-epochs": ["0"],
     "--train-fraction": ["0", "1.5", "nan"],

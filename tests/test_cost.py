@@ -127,6 +127,20 @@ def test_unmeasured_sizes_grow_with_the_pixels():
     assert cost.rates_for("other", 96) is None
 
 
+def test_a_backbone_measured_at_one_size_grows_as_one_measured_at_two():
+    """On a CPU a small input's time is mostly per-layer overhead: a backbone measured only at 32 px
+    is not priced proportional to the pixels at 224 px (7x slower than it runs there), but grows as
+    a backbone measured at two sizes grows; with none, proportionally."""
+    cost, _ = model_with({("b", "32"): Rates([0.002], 2.0, [10]), ("b", "64"): Rates([0.004], 2.0, [10])})
+    alone, _ = model_with({("c", "32"): Rates([0.003], 2.0, [10])})
+    assert alone.rates_for("c", 128).forward[0] == pytest.approx(0.003 * 16)
+    cost.remember_rates("c", "32", Rates([0.003], 2.0, [10]))
+    b = 0.002 / (64**2 - 32**2)
+    growth = (0.002 + b * (128**2 - 32**2)) / 0.002  # 6x, where the pixels grow 16x
+    assert cost.rates_for("c", 128).forward[0] == pytest.approx(0.003 * growth)
+    assert cost.rates_for("c", 32).forward[0] == 0.003
+
+
 def test_the_cost_aware_hooks_exist_in_this_optuna():
     assert supported()
     assert isinstance(make_sampler("tpe", 0, cost=lambda params: 1.0), CostAwareTPESampler)

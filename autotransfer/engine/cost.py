@@ -238,11 +238,26 @@ class CostModel:
         if same and _number(size):
             side = float(size)
             nearest = sorted(same, key=lambda item: abs(item[0] - side))[:2]
+            if len(nearest) == 1:  # one size measured: grow as another backbone measured at two does
+                nearest = nearest + self._growth_reference(backbone)
             return _scaled(nearest, side)
         others = [r for (b, s), r in self.rates.items() if str(s) == str(size)]
         if others:
             return sorted(others, key=lambda r: sum(r.forward))[len(others) // 2]
         return None
+
+    def _growth_reference(self, backbone: str) -> list[tuple[float, Rates]]:
+        """How forward time grows with the side, for a backbone measured at one size: the two smallest
+        sizes of another backbone measured at two (none when no backbone is)."""
+        by_backbone: dict[str, list[tuple[float, Rates]]] = {}
+        for (b, s), r in self.rates.items():
+            if b != backbone and _number(s):
+                by_backbone.setdefault(b, []).append((float(s), r))
+        first = lambda item: item[0]  # noqa: E731
+        twice = [
+            sorted(m, key=first)[:2] for _, m in sorted(by_backbone.items()) if len(set(map(first, m))) > 1
+        ]
+        return [("growth", twice[0])] if twice else []
 
     def knows_backbone(self, backbone: str) -> bool:
         """Measured at some size: predictions for it are grounded, not guesses."""
@@ -291,22 +306,28 @@ class CostModel:
         )
 
 
-def _scaled(measured: list[tuple[float, Rates]], side: float) -> Rates:
-    """Rates at ``side`` from one or two measured sizes: per group ``a + b * side**2`` through two
-    points, or proportional to ``side**2`` from one (never below zero, never below a smaller size's)."""
+def _scaled(measured: list, side: float) -> Rates:
+    """Rates at ``side`` from the nearest measured size, each layer group scaled as the whole
+    backbone's forward time grows: ``a + b * side**2`` through two measured sizes (the total, less
+    noisy than each group's), through another backbone's two sizes (a ``("growth", [...])`` item), or
+    proportional to ``side**2`` without either. Never more than proportional to the pixels, never
+    less than to the side."""
     (s1, r1) = measured[0]
-    if len(measured) == 1 or measured[1][0] == s1:
-        scale = (side / s1) ** 2 if s1 > 0 else 1.0
-        return Rates([f * scale for f in r1.forward], r1.backward, r1.params, r1.head_params)
-    (s2, r2) = measured[1]
-    forward = []
-    for t1, t2 in zip(r1.forward, r2.forward):
-        b = (t2 - t1) / (s2**2 - s1**2)
-        if b <= 0:  # noise: no growth measured; keep the nearest
-            forward.append(t1)
-            continue
-        forward.append(max(0.0, t1 + b * (side**2 - s1**2)))
-    return Rates(forward, r1.backward, r1.params, r1.head_params)
+    scale = (side / s1) ** 2 if s1 > 0 else 1.0
+    if len(measured) > 1:
+        first, second = measured[1][1] if measured[1][0] == "growth" else [measured[0], measured[1]]
+        (a1, ra), (a2, rb) = first, second
+        t1, t2 = sum(ra.forward), sum(rb.forward)
+        if a1 != a2 and t1 > 0:
+            b = max(0.0, (t2 - t1) / (a2**2 - a1**2))
+            a = t1 - b * a1**2
+            at = lambda x: a + b * x**2  # noqa: E731
+            grown = at(side) / at(s1) if at(s1) > 0 else scale
+            # between growing with the side (work per pixel hidden by overhead at both sizes measured,
+            # or noise) and growing with the pixels
+            low, high = sorted((side / s1, scale)) if s1 > 0 else (1.0, scale)
+            scale = min(high, max(low, grown))
+    return Rates([f * scale for f in r1.forward], r1.backward, r1.params, r1.head_params)
 
 
 def _number(value: Any) -> bool:
@@ -315,6 +336,11 @@ def _number(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+#: timed passes per measurement (the least counts), while a pass takes at most REPEAT_WITHIN_S
+REPEATS = 3
+REPEAT_WITHIN_S = 0.3
 
 
 def measure_rates(model, inputs, prepare, preprocessing, device) -> Rates:
@@ -334,25 +360,37 @@ def measure_rates(model, inputs, prepare, preprocessing, device) -> Rates:
     groups = backbone.group_parameters()
     was_training = backbone.training
     backbone.eval()
+    # each timing is the least of a few passes while they are cheap (one pass is easily 3x off on a
+    # busy CPU: a warm-up, another process), one pass where a pass alone takes longer
     with torch.no_grad():
         backbone.forward_features(x)  # the first call at a shape pays one-off costs
-        if backbone.supports_prefix:
-            forward, h = [], x
-            for g in range(len(groups)):
+        forward = None
+        for _ in range(REPEATS):
+            spent = _now(device)
+            if backbone.supports_prefix:
+                times, h = [], x
+                for g in range(len(groups)):
+                    started = _now(device)
+                    h = backbone.forward_range(h, g, g + 1)
+                    times.append(_now(device) - started)
+            else:
                 started = _now(device)
-                h = backbone.forward_range(h, g, g + 1)
-                forward.append(_now(device) - started)
-        else:
-            started = _now(device)
-            backbone.forward_features(x)
-            forward = [(_now(device) - started) / len(groups)] * len(groups)
+                backbone.forward_features(x)
+                times = [(_now(device) - started) / len(groups)] * len(groups)
+            forward = times if forward is None else [min(a, b) for a, b in zip(forward, times)]
+            if _now(device) - spent > REPEAT_WITHIN_S:
+                break
     params = list(backbone.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    started = _now(device)
-    backbone.forward_features(x).float().sum().backward()
-    both = _now(device) - started
+    both = float("inf")
+    for _ in range(REPEATS):
+        started = _now(device)
+        backbone.forward_features(x).float().sum().backward()
+        both = min(both, _now(device) - started)
+        if both > REPEAT_WITHIN_S:
+            break
     for p, flag in zip(params, flags):
         p.requires_grad_(flag)
         p.grad = None

@@ -16,13 +16,14 @@ two at equal cost.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 
 import optuna
 
 from ..specs import PROBE, REFERENCE, StrategySpec
-from . import pricing
+from . import portfolio, pricing
 from .budget import Clock
 from .cost import CostModel, Query
 from .problem import Problem
@@ -73,10 +74,12 @@ def enqueue_first_trials(
     budget: float | None = None,
     probes: int | None = None,
     groups: int | None = None,
+    left: float | None = None,
 ) -> None:
     """Enqueue the warm starts: only in a new study, only by the worker that wrote its split. ``probes``
     limits the backbones probed first (a budget too small for all); ranking needs them all. ``groups``:
-    the layer groups of the first backbone, when measured."""
+    the layer groups of the first backbone, when measured. ``left``: the seconds trials may still
+    use (the budget less what starting took and the export's reserve)."""
 
     config = problem.config
     if study.trials() or not study.wrote_split or config.sampler == "random":
@@ -92,26 +95,61 @@ def enqueue_first_trials(
         order = [r.backbone for r in ranking]
         log("  LogME ranking: " + ", ".join(f"{r.backbone} {r.logme:.3f}" for r in ranking))
     probed = order[: probes or len(order)] if probe is not None else []
+    queued: list[dict] = []
     if probed:  # the best-ranked backbone's probe first: it is the cheapest look at the data
-        study.study.enqueue_trial(warm_params(problem, probe, probed[0], size, epochs=config.max_epochs))
+        queued.append(warm_params(problem, probe, probed[0], size, epochs=config.max_epochs))
     # what the user named or the data calls for runs next, however small the trial budget
     named = called_for(problem, probe)
-    for strategy in named:
-        study.study.enqueue_trial(warm_params(problem, strategy, order[0], size))
-    for name in probed[1:]:
-        study.study.enqueue_trial(warm_params(problem, probe, name, size, epochs=config.max_epochs))
+    queued += [warm_params(problem, strategy, order[0], size) for strategy in named]
+    queued += [warm_params(problem, probe, name, size, epochs=config.max_epochs) for name in probed[1:]]
     if probe is not None:
-        for params in small_data_probes(problem, probe, order[0], size):
-            study.study.enqueue_trial(params)
+        queued += small_data_probes(problem, probe, order[0], size)
+    for params in queued:
+        study.study.enqueue_trial(params)
+    # the portfolio's configurations nearest to this data, within a share of what those leave
+    room = None
+    if budget is not None:
+        ahead = sum((estimate(p) if estimate else None) or 0.0 for p in queued)
+        room = max(0.0, (budget if left is None else left) - ahead)
+    # without a budget, up to half the trials --n-trials leaves after those
+    most = (
+        portfolio.PORTFOLIO_TRIALS
+        if budget is not None
+        else max(0, (config.n_trials or 0) - len(queued)) // 2
+    )
+    started = enqueue_portfolio(problem, study, estimate, room, groups, log, most)
+    # then a look at the strategies they leave out
+    covered = {params["strategy"] for params in started}
     for params in exploration(
         problem,
-        [s for s in problem.strategies if s is not probe and s not in named],
+        [s for s in problem.strategies if s is not probe and s not in named and s.name not in covered],
         order[0],
         estimate,
         budget,
         groups,
+        first_look=not started,
     ):
         study.study.enqueue_trial(params, user_attrs={"explore": True})
+
+
+def enqueue_portfolio(
+    problem: Problem, study: SearchStudy, estimate, left: float | None, groups, log, most: int
+) -> list:
+    """Enqueue up to ``most`` of the portfolio's trials, within PORTFOLIO_SHARE of ``left`` seconds;
+    returns their params."""
+    entries = portfolio.entries_for(problem)  # a bad --portfolio is refused even when none would run
+    if most <= 0:
+        return []
+    room = None if left is None else portfolio.PORTFOLIO_SHARE * left
+    started = portfolio.portfolio_trials(problem, entries, estimate, room, groups, fit_epochs, most)
+    for params, entry in started:
+        study.study.enqueue_trial(params, user_attrs={"portfolio": entry.source})
+    if started:
+        log(
+            f"  portfolio: {len(started)} configurations that did well on data like this: "
+            + ", ".join(f"{p['strategy']} ({e.source})" for p, e in started)
+        )
+    return [params for params, _ in started]
 
 
 def exploration(
@@ -121,6 +159,7 @@ def exploration(
     estimate: Callable[[dict], float | None] | None,
     budget: float | None,
     groups: int | None = None,
+    first_look: bool = True,
 ) -> list[dict]:
     """A cheap look at every other strategy, cheapest first, while they are predicted to fit
     EXPLORE_SHARE of the budget (without one, while they take at most half of --n-trials): the sampler
@@ -155,7 +194,7 @@ def exploration(
     )
     chosen, spent = [], 0.0
     for seconds, _, params in priced:
-        if not chosen:
+        if not chosen and first_look:
             # the cheapest look is taken past the share, up to EXPLORE_FIRST_SHARE, and trains as many
             # epochs as fit that: a fine-tune two epochs in is often behind a probe it beats by five,
             # and without one honest look the search would never learn whether anything beyond a
@@ -173,10 +212,18 @@ def exploration(
 def longest_look(params: dict, estimate, seconds: float, problem: Problem) -> tuple[dict, float]:
     """``params`` with as many epochs (EXPLORE_EPOCHS to --max-epochs) as are predicted to fit
     ``seconds``, and their predicted cost."""
+    return fit_epochs(params, estimate, seconds, params["epochs"], problem.config.max_epochs)
+
+
+def fit_epochs(params: dict, estimate, seconds: float, least: int, most: int) -> tuple[dict, float]:
+    """``params`` with the most epochs, from ``least`` to ``most``, predicted to fit ``seconds``, and
+    their predicted cost (infinite when unknown)."""
     one, two = (estimate({**params, "epochs": n}) or float("inf") for n in (1, 2))
+    if math.isinf(one) or math.isinf(two):
+        return {**params, "epochs": least}, float("inf")
     per_epoch = max(1e-9, two - one)
     fit = int((seconds - (one - per_epoch)) // per_epoch)
-    epochs = max(params["epochs"], min(problem.config.max_epochs, fit))
+    epochs = max(least, min(most, fit))
     return {**params, "epochs": epochs}, (one - per_epoch) + per_epoch * epochs
 
 

@@ -36,6 +36,20 @@ class Skipped(optuna.TrialPruned):
         self.predicted = round(predicted, 2)
 
 
+def first_look(trial: optuna.Trial, study) -> bool:
+    """The search's first trial while nothing has completed: its cheapest look at the data, judged
+    on its measured price, not skipped on a guess."""
+    return trial.number == 0 and study.best() is None
+
+
+def planned(trial: optuna.Trial, study) -> bool:
+    """A trial the search planned itself (a first look, a portfolio entry, its first probe) was priced
+    with all its knobs when queued; before it is built its freeze depth is not known yet, so it is
+    judged once built and measured (where it may still train fewer epochs), not on a guess."""
+    attrs = trial.user_attrs
+    return bool(attrs.get("explore") or attrs.get("portfolio")) or first_look(trial, study)
+
+
 class Objective:
     def __init__(
         self, problem: Problem, study: SearchStudy, clock: Clock, cost: CostModel, progress: Progress
@@ -88,7 +102,8 @@ class Objective:
         guess = pricing.estimate(self.problem, self.cost, {**trial.params, "epochs": 1})
         # a backbone not measured yet is guessed from another's rates: skip on that only when far off
         margin = SAFETY if self.cost.knows_backbone(choices.backbone.name) else 0.5
-        if guess is not None and guess > allowed * margin and self.clock.budget is not None:
+        unplanned = not planned(trial, self.study)
+        if guess is not None and guess > allowed * margin and self.clock.budget is not None and unplanned:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {guess:.1f} s, "
                 f"{max(0.0, allowed):.1f} s are left for it",
@@ -124,6 +139,8 @@ class Objective:
         epochs = prediction.epochs_within((allowed - spent) * SAFETY, choices.epochs)
         if epochs == 0 and self.clock.budget is None and trial.user_attrs.get("reference"):
             epochs = 1  # no time limit: the reference trains one epoch at least (its cap stops it after)
+        if epochs == 0 and first_look(trial, self.study) and spent + prediction.total(1) < allowed:
+            epochs = 1  # the first probe is the search's only fallback: it runs if one epoch may fit
         if epochs == 0:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
@@ -150,9 +167,10 @@ class Objective:
         return prediction, epochs
 
     def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int, ends: list[float]):
-        # a first look at a strategy is not pruned either: a fine-tune behind a probe after one epoch
-        # is often ahead after a few, and the look is there to learn which
-        prunable = not role and not trial.user_attrs.get("explore")
+        # a first look at a strategy, or a portfolio configuration, is not pruned either: a fine-tune
+        # behind a probe after one epoch is often ahead after a few, and the look is there to learn which
+        attrs = trial.user_attrs
+        prunable = not role and not attrs.get("explore") and not attrs.get("portfolio")
 
         def report(epoch: int, metric: float, extra: dict) -> None:
             ends.append(time.time())

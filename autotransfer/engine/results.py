@@ -24,9 +24,19 @@ LEADERBOARD_COLUMNS = [
     "predicted_s",
     "stopped",
     "params",
+    "origin",
     "fail_reason",
     "reference",
 ]
+
+
+def origin(attrs: dict) -> str:
+    """Where a trial's parameters came from, when not from the sampler."""
+    if attrs.get("portfolio"):
+        return f"portfolio ({attrs['portfolio']})"
+    if attrs.get("explore"):
+        return "first look"
+    return ""
 
 
 def _reason(t: optuna.trial.FrozenTrial) -> str | None:
@@ -66,6 +76,7 @@ def leaderboard_rows(study: optuna.Study) -> list[dict]:
                 "predicted_s": attrs.get("predicted_s"),
                 "stopped": attrs.get("stopped"),
                 "params": json.dumps(t.params, sort_keys=True),
+                "origin": origin(attrs),
                 "fail_reason": _reason(t),
                 "reference": bool(attrs.get("reference")),
             }

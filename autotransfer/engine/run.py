@@ -125,6 +125,7 @@ class Search:
             budget=self.clock.budget,
             probes=self.pace.probes_that_fit(size),
             groups=self.pace.layer_groups(),
+            left=self.clock.trials_left() if self.clock.budget is not None else None,
         )
 
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again

@@ -233,7 +233,11 @@ class SearchStudy:
             and t.number not in retried
         ]
         for t in again:
-            keep = {k: v for k, v in t.user_attrs.items() if k in ("reference", "cost_cap_s")}
+            keep = {
+                k: v
+                for k, v in t.user_attrs.items()
+                if k in ("reference", "cost_cap_s", "portfolio", "explore")
+            }
             self.study.enqueue_trial(
                 t.params, user_attrs={**keep, "retry_of": t.number}, skip_if_exists=False
             )
