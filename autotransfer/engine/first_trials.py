@@ -75,11 +75,13 @@ def enqueue_first_trials(
     probes: int | None = None,
     groups: int | None = None,
     left: float | None = None,
+    measure: Callable[[str, list], None] | None = None,
 ) -> None:
     """Enqueue the warm starts: only in a new study, only by the worker that wrote its split. ``probes``
     limits the backbones probed first (a budget too small for all); ranking needs them all. ``groups``:
     the layer groups of the first backbone, when measured. ``left``: the seconds trials may still
-    use (the budget less what starting took and the export's reserve)."""
+    use (the budget less what starting took and the export's reserve). ``measure(backbone, sizes)``
+    times what the portfolio's prices need."""
 
     config = problem.config
     if study.trials() or not study.wrote_split or config.sampler == "random":
@@ -107,17 +109,7 @@ def enqueue_first_trials(
     for params in queued:
         study.study.enqueue_trial(params)
     # the portfolio's configurations nearest to this data, within a share of what those leave
-    room = None
-    if budget is not None:
-        ahead = sum((estimate(p) if estimate else None) or 0.0 for p in queued)
-        room = max(0.0, (budget if left is None else left) - ahead)
-    # without a budget, up to half the trials --n-trials leaves after those
-    most = (
-        portfolio.PORTFOLIO_TRIALS
-        if budget is not None
-        else max(0, (config.n_trials or 0) - len(queued)) // 2
-    )
-    started = enqueue_portfolio(problem, study, estimate, room, groups, log, most)
+    started = enqueue_portfolio(problem, study, queued, estimate, budget, left, groups, log, measure)
     # then a look at the strategies they leave out
     covered = {params["strategy"] for params in started}
     for params in exploration(
@@ -133,15 +125,22 @@ def enqueue_first_trials(
 
 
 def enqueue_portfolio(
-    problem: Problem, study: SearchStudy, estimate, left: float | None, groups, log, most: int
+    problem: Problem, study: SearchStudy, queued: list[dict], estimate, budget, left, groups, log, measure
 ) -> list:
-    """Enqueue up to ``most`` of the portfolio's trials, within PORTFOLIO_SHARE of ``left`` seconds;
-    returns their params."""
+    """Enqueue the portfolio's trials after the ``queued`` ones: with a budget, up to PORTFOLIO_TRIALS
+    within PORTFOLIO_SHARE of what those leave of ``left`` seconds; without one, up to half the trials
+    --n-trials leaves after them. Returns their params."""
+    room, most = None, max(0, (problem.config.n_trials or 0) - len(queued)) // 2
+    if budget is not None:
+        ahead = sum((estimate(p) if estimate else None) or 0.0 for p in queued)
+        room = portfolio.PORTFOLIO_SHARE * max(0.0, (budget if left is None else left) - ahead)
+        most = portfolio.PORTFOLIO_TRIALS
     entries = portfolio.entries_for(problem)  # a bad --portfolio is refused even when none would run
     if most <= 0:
         return []
-    room = None if left is None else portfolio.PORTFOLIO_SHARE * left
-    started = portfolio.portfolio_trials(problem, entries, estimate, room, groups, fit_epochs, most)
+    started = portfolio.portfolio_trials(
+        problem, entries, estimate, room, groups, fit_epochs, most, measure or (lambda backbone, sizes: None)
+    )
     for params, entry in started:
         study.study.enqueue_trial(params, user_attrs={"portfolio": entry.source})
     if started:

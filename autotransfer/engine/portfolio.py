@@ -291,10 +291,12 @@ def portfolio_trials(
     groups: int | None,
     fit_epochs: Callable,
     most: int = PORTFOLIO_TRIALS,
+    measure: Callable[[str, list], None] = lambda backbone, sizes: None,
 ) -> list[tuple[dict, Entry]]:
     """The portfolio trials to enqueue: the nearest ``most`` entries, adapted, distinct, within
     ``room`` seconds (an entry shortened to the epochs that fit, or run at a smaller resolution;
-    None: no budget)."""
+    None: no budget). ``measure(backbone, sizes)`` measures what the prices need first: an entry is
+    the search's best bet, worth a few timed batches rather than an extrapolated price."""
     chosen, seen, spent = [], set(), 0.0
     for entry in nearest(entries, problem_meta(problem)):
         if len(chosen) >= most:
@@ -303,7 +305,7 @@ def portfolio_trials(
         if params is None or _signature(params) in seen:
             continue
         if room is not None:
-            params, seconds = within(problem, params, estimate, room - spent, fit_epochs)
+            params, seconds = within(problem, params, estimate, room - spent, fit_epochs, measure)
             if params is None:
                 continue
             spent += seconds
@@ -312,13 +314,18 @@ def portfolio_trials(
     return chosen
 
 
-def within(problem, params: dict, estimate, seconds: float, fit_epochs) -> tuple[dict | None, float]:
+def within(
+    problem, params: dict, estimate, seconds: float, fit_epochs, measure=lambda backbone, sizes: None
+) -> tuple[dict | None, float]:
     """``params`` at the epochs that fit ``seconds``; when not one does at its resolution, at the
     largest smaller searched one where one does (a cheaper fidelity of the same configuration)."""
     key = problem.task.size_key
     sizes = [s for s in problem.input_sizes if key in params and s <= params[key]][::-1] or [None]
     for size in sizes:
         shaped = params if size is None else {**params, key: size}
+        guess = estimate({**shaped, "epochs": 1})
+        if guess is not None and guess <= 2 * seconds:  # it may fit: measured, not extrapolated
+            measure(params["backbone"], [size])
         fitted, cost = fit_epochs(shaped, estimate, seconds, 1, params["epochs"])
         if cost <= seconds:
             return fitted, cost

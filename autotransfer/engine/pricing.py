@@ -161,17 +161,22 @@ def prime(problem: Problem, cost: CostModel) -> None:
     """Once per search, what the first decisions need: the optimiser's step cost on this device, and
     the first backbone's rates at the two smallest searched sizes (on a few examples, random weights:
     speed does not depend on them), from which the others are extrapolated until measured."""
+    if "optimizer" not in cost.measured:
+        cost.remember_optimizer(measure_optimizer(problem.device))
+    measure(problem, cost, problem.backbones[0].name, problem.input_sizes[:2] or [None])
+
+
+def measure(problem: Problem, cost: CostModel, backbone_name: str, sizes: list) -> None:
+    """The backbone's rates at each of ``sizes`` not measured yet (a few timed batches each)."""
     import torch
 
     from ..backbone import TransferModel
     from ..training.batches import to_device
 
-    if "optimizer" not in cost.measured:
-        cost.remember_optimizer(measure_optimizer(problem.device))
-    backbone = problem.backbones[0]
+    backbone = problem.backbone_spec(backbone_name)
     examples = problem.split["train"][:PROBE_EXAMPLES]
     model = None
-    for size in problem.input_sizes[:2] or [None]:
+    for size in sizes:
         shown = size_value(problem, backbone, size)
         if cost.knows(backbone.name, shown):
             continue

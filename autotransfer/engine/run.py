@@ -126,6 +126,7 @@ class Search:
             probes=self.pace.probes_that_fit(size),
             groups=self.pace.layer_groups(),
             left=self.clock.trials_left() if self.clock.budget is not None else None,
+            measure=lambda backbone, sizes: pricing.measure(self.problem, self.cost, backbone, sizes),
         )
 
         optuna.storages.fail_stale_trials(self.study.study)  # dead workers' trials: failed and queued again
