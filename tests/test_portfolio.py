@@ -115,7 +115,6 @@ def test_with_a_budget_the_portfolio_takes_at_most_its_room(digits, built, tmp_p
     (PORTFOLIO_SHARE of what the first trials leave), and none when not even one epoch fits."""
     from autotransfer.engine import pricing
     from autotransfer.engine.cost import CostModel
-    from autotransfer.engine.first_trials import fit_epochs
 
     problem = problem_for(digits, tmp_path, max_epochs=3, image_size=64, backbones=["tf_efficientnet_lite0"])
     try:
@@ -135,11 +134,11 @@ def test_with_a_budget_the_portfolio_takes_at_most_its_room(digits, built, tmp_p
         first = portfolio.adapt(problem, entries[0], None)
         one, two = (estimate({**first, "epochs": n}) for n in (1, 2))
         room = one + 0.5 * (two - one)  # an epoch and a half fits
-        chosen = portfolio.portfolio_trials(problem, entries, estimate, room, None, fit_epochs)
+        chosen = portfolio.portfolio_trials(problem, entries, estimate, room, None)
         assert chosen and chosen[0][0]["epochs"] == 1 and first["epochs"] > 1
         assert sum(estimate(p) for p, _ in chosen) <= room
         too_little = 0.9 * one
-        assert portfolio.portfolio_trials(problem, entries, estimate, too_little, None, fit_epochs) == []
+        assert portfolio.portfolio_trials(problem, entries, estimate, too_little, None) == []
     finally:
         problem.close()
 
@@ -177,7 +176,6 @@ def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(digits, tmp_p
     resolution, the largest smaller searched resolution where one does."""
     from autotransfer.engine import pricing
     from autotransfer.engine.cost import CostModel
-    from autotransfer.engine.first_trials import fit_epochs
 
     problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
     try:
@@ -194,10 +192,10 @@ def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(digits, tmp_p
         }
         small = estimate({**params, "image_size": sizes[0], "epochs": 1})
         assert estimate({**params, "epochs": 1}) > 1.2 * small
-        fitted, seconds = portfolio.within(problem, params, estimate, 1.1 * small, fit_epochs)
+        fitted, seconds = portfolio.within(problem, params, estimate, 1.1 * small)
         assert fitted["image_size"] < sizes[-1] and seconds <= 1.1 * small
         larger = [size for size in sizes if size > fitted["image_size"]]
         assert all(estimate({**params, "image_size": size, "epochs": 1}) > 1.1 * small for size in larger)
-        assert portfolio.within(problem, params, estimate, 0.5 * small, fit_epochs) == (None, 0.0)
+        assert portfolio.within(problem, params, estimate, 0.5 * small) == (None, 0.0)
     finally:
         problem.close()

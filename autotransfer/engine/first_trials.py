@@ -16,7 +16,6 @@ two at equal cost.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 
@@ -138,9 +137,7 @@ def enqueue_portfolio(
     entries = portfolio.entries_for(problem)  # a bad --portfolio is refused even when none would run
     if most <= 0:
         return []
-    started = portfolio.portfolio_trials(
-        problem, entries, estimate, room, groups, fit_epochs, most, measure or (lambda backbone, sizes: None)
-    )
+    started = portfolio.portfolio_trials(problem, entries, estimate, room, groups, most, measure)
     for params, entry in started:
         study.study.enqueue_trial(params, user_attrs={"portfolio": entry.source})
     if started:
@@ -182,7 +179,7 @@ def exploration(
         low, high = strategy.lr_range
         params.setdefault(f"{strategy.name}.lr", low * (high / low) ** EXPLORE_LR)
         depth = f"{strategy.name}.freeze_depth"
-        if groups and groups > 2 and depth in searched_knobs(problem, strategy, backbone, groups):
+        if groups and groups > 2 and depth in portfolio.searched_space(problem, backbone, strategy, groups):
             params.setdefault(depth, groups - 2)  # the top two groups train: little data, little time
         candidates.append(params)
     if budget is None:
@@ -211,37 +208,7 @@ def exploration(
 def longest_look(params: dict, estimate, seconds: float, problem: Problem) -> tuple[dict, float]:
     """``params`` with as many epochs (EXPLORE_EPOCHS to --max-epochs) as are predicted to fit
     ``seconds``, and their predicted cost."""
-    return fit_epochs(params, estimate, seconds, params["epochs"], problem.config.max_epochs)
-
-
-def fit_epochs(params: dict, estimate, seconds: float, least: int, most: int) -> tuple[dict, float]:
-    """``params`` with the most epochs, from ``least`` to ``most``, predicted to fit ``seconds``, and
-    their predicted cost (infinite when unknown)."""
-    one, two = (estimate({**params, "epochs": n}) or float("inf") for n in (1, 2))
-    if math.isinf(one) or math.isinf(two):
-        return {**params, "epochs": least}, float("inf")
-    per_epoch = max(1e-9, two - one)
-    fit = int((seconds - (one - per_epoch)) // per_epoch)
-    epochs = max(least, min(most, fit))
-    return {**params, "epochs": epochs}, (one - per_epoch) + per_epoch * epochs
-
-
-def searched_knobs(problem: Problem, strategy: StrategySpec, backbone: str, groups: int) -> set[str]:
-    """The parameter names a strategy suggests (asked of it on a throwaway in-memory trial)."""
-    from ..strategy import StrategyContext
-
-    context = StrategyContext(
-        backbone_name=backbone,
-        modality=problem.modality,
-        n_groups=groups,
-        max_epochs=problem.config.max_epochs,
-        epochs=problem.config.max_epochs,
-        streams=problem.extra_streams(),
-        aux_classes=tuple(len(a.classes) for a in problem.inputs.aux),
-    )
-    trial = optuna.create_study().ask()
-    strategy.suggest(trial, context)
-    return set(trial.params)
+    return pricing.fit_epochs(params, estimate, seconds, params["epochs"], problem.config.max_epochs)
 
 
 def small_data_probes(problem: Problem, probe: StrategySpec, backbone: str, size: int | None) -> list[dict]:

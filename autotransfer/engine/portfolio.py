@@ -11,9 +11,9 @@ portfolio warm start, with Quick-Tune's meta-features of the dataset), each mapp
 (the nearest searched resolution and batch size, no more epochs than it allows, knobs outside its
 space left to the sampler) and priced: with a budget they take at most PORTFOLIO_SHARE of the time
 the first trials leave, an entry trained for fewer epochs or at a smaller resolution when that fits,
-and left out when not. The sampler then takes over, knowing
-how they did. Entries from the very data being searched (same task, classes and split sizes) are left
-out, so a benchmark of the bundled datasets measures what other datasets taught.
+and left out when not. The sampler then takes over, knowing how they did. Entries from the very data
+being searched (same task, classes and split sizes) are left out, so a benchmark of the bundled
+datasets measures what other datasets taught.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import optuna
 
 from ..errors import UserError
 from ..specs import REFERENCE
+from . import pricing
 
 BUNDLED = Path(__file__).resolve().parent.parent / "portfolio.json"
 #: distinct configurations kept for each dataset
@@ -253,22 +254,14 @@ def adapt(problem, entry: Entry, groups: int | None) -> dict | None:
 def searched_space(problem, backbone: str, strategy, groups: int | None) -> dict:
     """The distributions a trial of ``strategy`` on ``backbone`` suggests (asked on a throwaway
     in-memory trial), ``augment`` among them when the task augments."""
-    from ..strategy import StrategyContext
-    from .trial import choose
+    from .trial import choose, strategy_context
 
     study = optuna.create_study()
     study.enqueue_trial({"backbone": backbone, "strategy": strategy.name})
     trial = study.ask()
     choose(problem, trial)
-    context = StrategyContext(
-        backbone_name=backbone,
-        modality=problem.modality,
-        n_groups=groups or 64,  # unknown: no depth the backbone has is refused
-        max_epochs=problem.config.max_epochs,
-        epochs=problem.config.max_epochs,
-        streams=problem.extra_streams(),
-        aux_classes=tuple(len(a.classes) for a in problem.inputs.aux),
-    )
+    # unknown groups: no depth the backbone has is refused
+    context = strategy_context(problem, backbone, groups or 64, problem.config.max_epochs)
     strategy.suggest(trial, context)
     space = dict(trial.distributions)
     if problem.task.augmentations:
@@ -289,9 +282,8 @@ def portfolio_trials(
     estimate: Callable[[dict], float | None] | None,
     room: float | None,
     groups: int | None,
-    fit_epochs: Callable,
     most: int = PORTFOLIO_TRIALS,
-    measure: Callable[[str, list], None] = lambda backbone, sizes: None,
+    measure: Callable[[str, list], None] | None = None,
 ) -> list[tuple[dict, Entry]]:
     """The portfolio trials to enqueue: the nearest ``most`` entries, adapted, distinct, within
     ``room`` seconds (an entry shortened to the epochs that fit, or run at a smaller resolution;
@@ -305,7 +297,7 @@ def portfolio_trials(
         if params is None or _signature(params) in seen:
             continue
         if room is not None:
-            params, seconds = within(problem, params, estimate, room - spent, fit_epochs, measure)
+            params, seconds = within(problem, params, estimate, room - spent, measure)
             if params is None:
                 continue
             spent += seconds
@@ -314,9 +306,7 @@ def portfolio_trials(
     return chosen
 
 
-def within(
-    problem, params: dict, estimate, seconds: float, fit_epochs, measure=lambda backbone, sizes: None
-) -> tuple[dict | None, float]:
+def within(problem, params: dict, estimate, seconds: float, measure=None) -> tuple[dict | None, float]:
     """``params`` at the epochs that fit ``seconds``; when not one does at its resolution, at the
     largest smaller searched one where one does (a cheaper fidelity of the same configuration)."""
     key = problem.task.size_key
@@ -324,9 +314,9 @@ def within(
     for size in sizes:
         shaped = params if size is None else {**params, key: size}
         guess = estimate({**shaped, "epochs": 1})
-        if guess is not None and guess <= 2 * seconds:  # it may fit: measured, not extrapolated
+        if measure and guess is not None and guess <= 2 * seconds:  # it may fit: measured, not guessed
             measure(params["backbone"], [size])
-        fitted, cost = fit_epochs(shaped, estimate, seconds, 1, params["epochs"])
+        fitted, cost = pricing.fit_epochs(shaped, estimate, seconds, 1, params["epochs"])
         if cost <= seconds:
             return fitted, cost
     return None, 0.0

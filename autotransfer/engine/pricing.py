@@ -3,6 +3,7 @@ trainer (after) into the cost model's queries, and measures what the model does 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -193,6 +194,18 @@ def measure(problem: Problem, cost: CostModel, backbone_name: str, sizes: list) 
             shown,
             measure_rates(model, sample, problem.dataset.prepare, preprocessing, problem.device),
         )
+
+
+def fit_epochs(params: dict, estimate, seconds: float, least: int, most: int) -> tuple[dict, float]:
+    """``params`` with the most epochs, from ``least`` to ``most``, predicted to fit ``seconds``, and
+    their predicted cost (infinite when unknown)."""
+    one, two = (estimate({**params, "epochs": n}) or float("inf") for n in (1, 2))
+    if math.isinf(one) or math.isinf(two):
+        return {**params, "epochs": least}, float("inf")
+    per_epoch = max(1e-9, two - one)
+    fit = int((seconds - (one - per_epoch)) // per_epoch)
+    epochs = max(least, min(most, fit))
+    return {**params, "epochs": epochs}, (one - per_epoch) + per_epoch * epochs
 
 
 def timed(function, *args, **kwargs) -> tuple[Any, float]:

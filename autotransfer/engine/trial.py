@@ -71,7 +71,6 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     import torch
 
     from ..backbone import TransferModel
-    from ..strategy import StrategyContext
 
     choices = choices or choose(problem, trial, role)
     config, strategy = problem.config, choices.strategy
@@ -83,15 +82,7 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     problem.timings[("build", choices.backbone.name)] = time.perf_counter() - started
     problem.built(choices.backbone.name, backbone)
 
-    context = StrategyContext(
-        backbone_name=choices.backbone.name,
-        modality=problem.modality,
-        n_groups=len(backbone.layer_groups),
-        max_epochs=config.max_epochs,
-        epochs=choices.epochs,
-        streams=problem.extra_streams(),
-        aux_classes=tuple(len(a.classes) for a in problem.inputs.aux),
-    )
+    context = strategy_context(problem, choices.backbone.name, len(backbone.layer_groups), choices.epochs)
     knobs = strategy.suggest(trial, context)
     model = TransferModel(backbone, len(problem.dataset.classes))
     plan = strategy.prepare(model, knobs, context)
@@ -106,6 +97,21 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     weights = "pretrained" if pretrained else f"random-init-{seed}"
     trainer = make_trainer(problem, model, plan, choices, preprocessing, augment, weights, seed)
     return trainer, TrialInfo(choices.backbone.name, strategy.name, preprocessing, choices.role)
+
+
+def strategy_context(problem: Problem, backbone: str, n_groups: int, epochs: int):
+    """What a strategy is told of a trial before it suggests its knobs and prepares the model."""
+    from ..strategy import StrategyContext
+
+    return StrategyContext(
+        backbone_name=backbone,
+        modality=problem.modality,
+        n_groups=n_groups,
+        max_epochs=problem.config.max_epochs,
+        epochs=epochs,
+        streams=problem.extra_streams(),
+        aux_classes=tuple(len(a.classes) for a in problem.inputs.aux),
+    )
 
 
 def make_trainer(
