@@ -137,7 +137,11 @@ def test_with_a_budget_the_portfolio_takes_at_most_its_room(digits, built, tmp_p
         chosen = portfolio.portfolio_trials(problem, entries, estimate, room, None)
         assert chosen and chosen[0][0]["epochs"] == 1 and first["epochs"] > 1
         assert sum(estimate(p) for p, _ in chosen) <= room
-        too_little = 0.9 * one
+        plenty = 100 * two  # the room takes them all, but no one entry may plan more than a trial may
+        chosen = portfolio.portfolio_trials(problem, entries, estimate, plenty, None, each=room)
+        assert chosen and chosen[0][0]["epochs"] == 1 and all(estimate(p) <= room for p, _ in chosen)
+        adapted = [portfolio.adapt(problem, e, None) for e in entries]
+        too_little = 0.9 * min(estimate({**p, "epochs": 1}) for p in adapted if p is not None)
         assert portfolio.portfolio_trials(problem, entries, estimate, too_little, None) == []
     finally:
         problem.close()

@@ -11,6 +11,10 @@ from ..errors import UserError
 
 #: what a search gets when neither --budget nor --n-trials is given
 DEFAULT_BUDGET_S = 600.0
+#: the most of the whole budget one trial may take: a search is several trials, not one bet
+TRIAL_SHARE = 0.4
+#: predictions are planned against this much of the time allowed, for their error
+SAFETY = 0.8
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -69,6 +73,10 @@ class Clock:
     def trials_left(self) -> float:
         """Seconds trials may still use: what is left, less the export's reserve."""
         return self.left() - self.reserve
+
+    def one_trial(self) -> float | None:
+        """The most one trial may plan to take once something is found (None without a budget)."""
+        return None if self.budget is None else TRIAL_SHARE * self.budget * SAFETY
 
     def trial_deadline(self) -> float | None:
         """Wall-clock time at which running trials must stop (None without a budget)."""

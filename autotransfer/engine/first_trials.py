@@ -23,7 +23,7 @@ import optuna
 
 from ..specs import PROBE, REFERENCE, StrategySpec
 from . import portfolio, pricing
-from .budget import Clock
+from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import CostModel, Query
 from .problem import Problem
 from .study import SearchStudy
@@ -129,15 +129,16 @@ def enqueue_portfolio(
     """Enqueue the portfolio's trials after the ``queued`` ones: with a budget, up to PORTFOLIO_TRIALS
     within PORTFOLIO_SHARE of what those leave of ``left`` seconds; without one, up to half the trials
     --n-trials leaves after them. Returns their params."""
-    room, most = None, max(0, (problem.config.n_trials or 0) - len(queued)) // 2
+    room, most, each = None, max(0, (problem.config.n_trials or 0) - len(queued)) // 2, None
     if budget is not None:
         ahead = sum((estimate(p) if estimate else None) or 0.0 for p in queued)
         room = portfolio.PORTFOLIO_SHARE * max(0.0, (budget if left is None else left) - ahead)
         most = portfolio.PORTFOLIO_TRIALS
+        each = TRIAL_SHARE * budget * SAFETY  # what one trial may plan once the probe found something
     entries = portfolio.entries_for(problem)  # a bad --portfolio is refused even when none would run
     if most <= 0:
         return []
-    started = portfolio.portfolio_trials(problem, entries, estimate, room, groups, most, measure)
+    started = portfolio.portfolio_trials(problem, entries, estimate, room, groups, most, measure, each)
     for params, entry in started:
         study.study.enqueue_trial(params, user_attrs={"portfolio": entry.source})
     if started:

@@ -15,17 +15,13 @@ import optuna
 from ..errors import OutOfTime, TrialFailed
 from ..specs import REFERENCE
 from . import pricing
-from .budget import Clock
+from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import TRAINS, CostModel, Prediction
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
 from .trial import Choices, TrialInfo, build_trial, choose
 
-#: the most of the whole budget one trial may take: a search is several trials, not one bet
-TRIAL_SHARE = 0.4
-#: predictions are planned against this much of the time allowed, for their error
-SAFETY = 0.8
 
 
 class Skipped(optuna.TrialPruned):

@@ -284,11 +284,13 @@ def portfolio_trials(
     groups: int | None,
     most: int = PORTFOLIO_TRIALS,
     measure: Callable[[str, list], None] | None = None,
+    each: float | None = None,
 ) -> list[tuple[dict, Entry]]:
     """The portfolio trials to enqueue: the nearest ``most`` entries, adapted, distinct, within
-    ``room`` seconds (an entry shortened to the epochs that fit, or run at a smaller resolution;
-    None: no budget). ``measure(backbone, sizes)`` measures what the prices need first: an entry is
-    the search's best bet, worth a few timed batches rather than an extrapolated price."""
+    ``room`` seconds together and ``each`` seconds apiece (an entry shortened to the epochs that fit,
+    or run at a smaller resolution; None: no budget). ``measure(backbone, sizes)`` measures what the
+    prices need first: an entry is the search's best bet, worth a few timed batches rather than an
+    extrapolated price."""
     chosen, seen, spent = [], set(), 0.0
     for entry in nearest(entries, problem_meta(problem)):
         if len(chosen) >= most:
@@ -297,7 +299,8 @@ def portfolio_trials(
         if params is None or _signature(params) in seen:
             continue
         if room is not None:
-            params, seconds = within(problem, params, estimate, room - spent, measure)
+            seconds = room - spent if each is None else min(room - spent, each)
+            params, seconds = within(problem, params, estimate, seconds, measure)
             if params is None:
                 continue
             spent += seconds

@@ -16,10 +16,10 @@ from ..errors import TrialFailed
 from ..plugins import Host, default_host
 from ..specs import PROBE
 from . import pricing
-from .budget import Clock, clock_text, grace
+from .budget import SAFETY, Clock, clock_text, grace
 from .cost import CostModel, device_kind
 from .first_trials import ReferencePlanner, enqueue_first_trials, warm_params
-from .objective import SAFETY, Objective, last_skips, observe
+from .objective import Objective, last_skips, observe
 from .pacing import Pacing
 from .problem import Problem, load_inputs, open_problem
 from .progress import Progress
