@@ -156,6 +156,12 @@ def _split_list(ctx, param, value):
 )
 @click.option("--no-portfolio", is_flag=True, help="Do not start from the portfolio's configurations.")
 @click.option(
+    "--ensemble",
+    is_flag=True,
+    help="Export a weighted ensemble of the best trials (greedy selection on validation) when it "
+    "beats the single best model there.",
+)
+@click.option(
     "--random-init",
     is_flag=True,
     help="Random weights instead of pretrained ones (to measure what pretraining gives).",
@@ -200,7 +206,10 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, no_portfolio,
     if result.best is None:
         click.echo(f"no trial completed; see {config.out_dir / 'leaderboard.csv'}", err=True)
         sys.exit(1)
-    click.echo(json.dumps({k: result.best[k] for k in ("backbone", "strategy", "val_metric", "test_metric")}))
+    summary = {k: result.best[k] for k in ("backbone", "strategy", "val_metric", "test_metric")}
+    if result.best.get("ensemble", {}).get("exported"):  # the metrics are the ensemble's
+        summary["ensemble"] = [m["trial"] for m in result.best["ensemble"]["members"]]
+    click.echo(json.dumps(summary))
 
 
 @main.command()

@@ -65,6 +65,8 @@ class SearchConfig:
     #: a portfolio file, or studies to learn from (a storage URL, a search's output folder, a .db),
     #: used beside the bundled one
     portfolio: str | None = None
+    #: export a greedy ensemble of the best trials when it beats the single best on validation
+    ensemble: bool = False
     #: build every backbone with random weights (to measure what pretraining gives)
     random_init: bool = False
     plugins: list[str] = field(default_factory=list)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +69,41 @@ class LoadedModel:
         a ``UserError``. ``options``: a ``TaskOptions`` (a text file's encoding, a table's text column).
         """
         from .specs import TaskOptions
-        from .training.batches import to_device
-        from .training.inference import infer
 
         dataset = self.task.load_unlabeled([str(i) for i in inputs], options or TaskOptions())
-        preprocessing = self.config["preprocessing"]
-        encoded = to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device)
-        self.model.eval()
-        probs = infer(
-            lambda x: self.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
-            encoded,
-            batch_size=128,
-            device=self.device,
-        )
-        conf, label = probs.max(1)
+        conf, label = self.probabilities(dataset).max(1)
         classes = self.config["classes"]
         rows = [
             {"input": item, "label": classes[k], "probability": round(c, 4)}
             for item, c, k in zip(dataset.items, conf.tolist(), label.tolist())
         ]
         return Predictions(rows, dataset.notes)
+
+    def probabilities(self, dataset):
+        """Class probabilities of every item of ``dataset`` (a task's unlabelled dataset)."""
+        from .training.batches import to_device
+        from .training.inference import infer
+
+        preprocessing = self.config["preprocessing"]
+        encoded = to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device)
+        self.model.eval()
+        return infer(
+            lambda x: self.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
+            encoded,
+            batch_size=128,
+            device=self.device,
+        )
+
+
+@dataclass
+class LoadedEnsemble(LoadedModel):
+    """An ensemble a search exported (``--ensemble``): its members' probabilities, averaged with the
+    weights its config.json gives."""
+
+    members: list[tuple[float, LoadedModel]] = field(default_factory=list)
+
+    def probabilities(self, dataset):
+        return sum(weight * member.probabilities(dataset) for weight, member in self.members)
 
 
 def load_model(
@@ -108,7 +123,7 @@ def load_model(
         raise UserError(f"{model_dir}: no {CONFIG}; give the model/ folder a search wrote")
     config = json.loads(config_path.read_text())
     weights = root / WEIGHTS
-    if not weights.is_file():
+    if not weights.is_file() and "ensemble" not in config:
         pickles = sorted(root.glob("*.pt")) + sorted(root.glob("*.pth")) + sorted(root.glob("*.bin"))
         if pickles and not trust_pickle:
             raise UserError(
@@ -118,6 +133,13 @@ def load_model(
         if not pickles:
             raise UserError(f"{model_dir}: no {WEIGHTS}; give the model/ folder a search wrote")
     host = host or default_host(plugins)
+    if "ensemble" in config:  # each member is a model folder of its own
+        members = [
+            (float(m["weight"]), load_model(str(root / m["path"]), device=device, host=host))
+            for m in config["ensemble"]
+        ]
+        first = members[0][1]
+        return LoadedEnsemble(None, config, first.task, first.device, members)
     try:  # the plugins that registered the backbone and the task must be loaded
         spec = host.backbone(config["backbone"], registered_by=config.get("backbone_plugin"))
     except PluginError:

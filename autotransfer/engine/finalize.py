@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -18,18 +20,108 @@ from .results import environment, transfer_verdict
 from .study import SearchStudy
 
 
-def finalize(problem: Problem, study: SearchStudy) -> dict | None:
-    """Export and test the study's best trial; None when no trial completed."""
+def finalize(
+    problem: Problem,
+    study: SearchStudy,
+    seconds: float | None = None,
+    price: Callable[[optuna.trial.FrozenTrial], float] | None = None,
+) -> dict | None:
+    """Export and test the study's best trial (with --ensemble, the ensemble of the best trials when
+    it beats it on validation, and when its other members' exports, ``price(trial)`` seconds each,
+    fit in what is left of ``seconds``); None when no trial completed."""
+    started = time.time()
     best = study.best()
     if best is None:
         return None
     out = problem.config.out_dir
     info = export_model(problem, best, out / "checkpoints", out / "model")
-    test = test_metric(problem, out / "model", info["preprocessing"])
-    record = best_record(problem, study.study, best, info, test)
+    probs = test_probs(problem, out / "model", info["preprocessing"])
+    record = best_record(problem, study.study, best, info, accuracy(problem, probs))
+    keep = {best.number}
+    if problem.config.ensemble:
+        left = None if seconds is None else seconds - (time.time() - started)
+        chosen = export_ensemble(problem, study, best, probs, out, left, price)
+        if chosen is not None:
+            record.update(chosen)
+            keep |= {m["trial"] for m in chosen["ensemble"].get("members", [])}
     (out / "best.json").write_text(json.dumps(record, indent=2))
-    remove_stale_checkpoints(out / "checkpoints", best.number)
+    remove_stale_checkpoints(out / "checkpoints", keep)
     return record
+
+
+def export_ensemble(
+    problem: Problem, study: SearchStudy, best, best_probs, out: Path, seconds: float | None, price
+) -> dict | None:
+    """The greedy ensemble of the best trials, written over ``model/`` when it beats the best trial on
+    validation; what best.json then says (None: no ensemble, and ``model/`` stays the best trial)."""
+    import torch
+
+    from . import ensemble
+
+    if problem.inputs.target is not None:  # trials are scored without target labels: not an accuracy
+        return {"ensemble": {"exported": False, "why": "trials are scored on a label-free criterion"}}
+    members = ensemble.library(study.trials(states=(optuna.trial.TrialState.COMPLETE,)), out / "checkpoints")
+    if seconds is not None and price is not None:  # the members whose export fits what is left
+        fitting, spent = [], 0.0
+        for member in members:
+            cost = 0.0 if member.trial.number == best.number else price(member.trial)
+            if spent + cost <= seconds:
+                fitting.append(member)
+                spent += cost
+        members = fitting
+    if len(members) < 2 or members[0].trial.number != best.number:
+        return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
+    labels = torch.tensor(problem.inputs.dataset.labels)[torch.tensor(problem.split["val"], dtype=torch.long)]
+    chosen, val = ensemble.select(members, labels)
+    single = {"trial": best.number, "val_metric": best.value, "test_metric": accuracy(problem, best_probs)}
+    if len(chosen) < 2 or not val > best.value:
+        return {
+            "ensemble": {
+                "exported": False,
+                "why": f"no ensemble beat the best trial on validation ({val:.4f})",
+            }
+        }
+
+    staging = out / "model.ensemble.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    total, rows = None, []
+    for member in chosen:
+        folder = f"member-{member.trial.number}"
+        if member.trial.number == best.number:
+            shutil.copytree(out / "model", staging / folder)
+            info, probs = json.loads((out / "model" / CONFIG).read_text()), best_probs
+        else:
+            info = export_model(problem, member.trial, out / "checkpoints", staging / folder)
+            probs = test_probs(problem, staging / folder, info["preprocessing"])
+        if probs is not None:
+            total = member.weight * probs if total is None else total + member.weight * probs
+        rows.append((folder, round(member.weight, 4), member.trial.number, info))
+    base = json.loads((out / "model" / CONFIG).read_text())
+    ensemble.write_config(
+        staging,
+        [(folder, weight, number) for folder, weight, number, _ in rows],
+        {k: base[k] for k in ("autotransfer_version", "task", "modality", "classes")},
+    )
+    shutil.rmtree(out / "model", ignore_errors=True)
+    staging.replace(out / "model")
+    return {
+        "val_metric": val,
+        "test_metric": accuracy(problem, total),
+        "single": single,
+        "ensemble": {
+            "exported": True,
+            "members": [
+                {
+                    "trial": number,
+                    "weight": weight,
+                    "backbone": info["backbone"],
+                    "strategy": info["strategy"],
+                }
+                for _, weight, number, info in rows
+            ],
+        },
+    }
 
 
 def export_model(
@@ -88,8 +180,20 @@ def retrain(problem: Problem, best: optuna.trial.FrozenTrial, staging: Path) -> 
     return {"backbone": info.backbone, "strategy": info.strategy, "preprocessing": info.preprocessing}
 
 
-def test_metric(problem: Problem, model_dir: Path, preprocessing: dict) -> float | None:
-    """Accuracy of the exported model (as ``predict`` loads it) on the held-out test split."""
+def accuracy(problem: Problem, probs) -> float | None:
+    """Accuracy on the held-out test split of its predicted probabilities (None: no test split)."""
+    import torch
+
+    if probs is None:
+        return None
+    labels = torch.tensor(problem.inputs.dataset.labels)[
+        torch.tensor(problem.split["test"], dtype=torch.long)
+    ]
+    return int((probs.argmax(1).cpu() == labels).sum()) / len(labels)
+
+
+def test_probs(problem: Problem, model_dir: Path, preprocessing: dict):
+    """Probabilities of the exported model (as ``predict`` loads it) on the held-out test split."""
     from ..training.inference import infer
     from .streams import streams
 
@@ -98,13 +202,12 @@ def test_metric(problem: Problem, model_dir: Path, preprocessing: dict) -> float
     loaded = load_model(str(model_dir), device=str(problem.device), host=problem.host)
     stream = streams(problem, preprocessing, names=("test",))["test"]
     prepare = problem.dataset.prepare
-    logits = infer(
-        lambda x: loaded.model(prepare(x, preprocessing, train=False)),
+    return infer(
+        lambda x: loaded.model(prepare(x, preprocessing, train=False)).float().softmax(1),
         stream.inputs,
         batch_size=256,
         device=problem.device,
-    )
-    return int((logits.argmax(1) == stream.labels).sum()) / len(stream.labels)
+    ).cpu()
 
 
 def best_record(
@@ -142,7 +245,7 @@ def best_record(
     return record
 
 
-def remove_stale_checkpoints(checkpoints: Path, keep: int) -> None:
+def remove_stale_checkpoints(checkpoints: Path, keep: set[int]) -> None:
     for stale in checkpoints.glob("trial-*"):
-        if not stale.name.startswith(f"trial-{keep}."):
+        if not any(stale.name.startswith(f"trial-{number}.") for number in keep):
             stale.unlink(missing_ok=True)

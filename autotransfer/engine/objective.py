@@ -23,7 +23,6 @@ from .study import SearchStudy
 from .trial import Choices, TrialInfo, build_trial, choose
 
 
-
 class Skipped(optuna.TrialPruned):
     """Not run: predicted not to fit the time left (``predicted``: seconds, for one epoch)."""
 
@@ -222,18 +221,25 @@ class Objective:
             trial.set_user_attr("target_accuracy", trainer.evaluate(inputs, trainer.target_eval.labels))
 
     def _keep_if_best(self, trial, trainer, metric: float, info: TrialInfo) -> None:
+        """The weights of a trial that may be exported: the best so far, or with --ensemble one of
+        the ENSEMBLE_LIBRARY best (with its validation probabilities, which the ensemble is chosen on)."""
         from ..export import save_weights
+        from .ensemble import ENSEMBLE_LIBRARY, save_outputs
 
-        best = self.study.best()
-        if best is None or metric > best.value:
-            model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
-            save_weights(model, self.checkpoints / f"trial-{trial.number}.safetensors")
-            record = {
-                "backbone": info.backbone,
-                "strategy": info.strategy,
-                "preprocessing": info.preprocessing,
-            }
-            (self.checkpoints / f"trial-{trial.number}.json").write_text(json.dumps(record))
+        ensemble = self.problem.config.ensemble
+        complete = self.study.trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if sum(1 for t in complete if t.value >= metric) >= (ENSEMBLE_LIBRARY if ensemble else 1):
+            return
+        model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
+        save_weights(model, self.checkpoints / f"trial-{trial.number}.safetensors")
+        if ensemble and trainer.kept.val_logits is not None:
+            save_outputs(self.checkpoints, trial.number, trainer.kept.val_logits)
+        record = {
+            "backbone": info.backbone,
+            "strategy": info.strategy,
+            "preprocessing": info.preprocessing,
+        }
+        (self.checkpoints / f"trial-{trial.number}.json").write_text(json.dumps(record))
 
     def _failed(self, trial, exc: Exception) -> TrialFailed:
         import torch

@@ -3,6 +3,8 @@ resolution and number of the first probes, and what the first lines say about ti
 
 from __future__ import annotations
 
+import optuna
+
 from ..specs import PROBE
 from . import pricing
 from .budget import Clock, clock_text
@@ -23,16 +25,35 @@ class Pacing:
 
     def export_reserve(self) -> float:
         """Seconds kept back for the export: building and testing the best trial's model (before any
-        trial finished, the cheapest one's)."""
+        trial finished, the cheapest one's); with --ensemble, each of the trials it may be chosen from."""
         problem, best = self.problem, self.study.best()
         if best is None:
-            backbone, size = (
-                problem.backbones[0].name,
-                problem.input_sizes[0] if problem.input_sizes else None,
+            backbone = problem.backbones[0].name
+            return pricing.export_seconds(
+                problem, self.cost, backbone, problem.input_sizes[0] if problem.input_sizes else None
             )
-        else:
-            backbone, size = best.params["backbone"], best.params.get(problem.task.size_key or "")
-        return pricing.export_seconds(problem, self.cost, backbone, size)
+        if not problem.config.ensemble:
+            return self.export_price(best)
+        from .ensemble import ENSEMBLE_LIBRARY, ENSEMBLE_SHARE
+
+        complete = self.study.trials(states=(optuna.trial.TrialState.COMPLETE,))
+        reserve, others = self.export_price(best), 0.0
+        for trial in sorted(complete, key=lambda t: -t.value)[1:ENSEMBLE_LIBRARY]:
+            price = self.member_price(trial)
+            if self.clock.budget is not None and others + price > ENSEMBLE_SHARE * self.clock.budget:
+                break  # the ensemble is chosen from the members whose export fits
+            others += price
+        return reserve + others
+
+    def member_price(self, trial: optuna.trial.FrozenTrial) -> float:
+        """Predicted seconds to export and test ``trial`` as an ensemble's further member (the files
+        written and the process ending are counted once, with the best trial's export)."""
+        return self.export_price(trial) - pricing.EXPORT_MARGIN_S
+
+    def export_price(self, trial: optuna.trial.FrozenTrial) -> float:
+        """Predicted seconds to export and test ``trial``'s model."""
+        size = trial.params.get(self.problem.task.size_key or "")
+        return pricing.export_seconds(self.problem, self.cost, trial.params["backbone"], size)
 
     def warm_size(self) -> int | None:
         """The resolution of the first trials: the largest searched size whose probes on every

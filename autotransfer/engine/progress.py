@@ -119,10 +119,24 @@ class Progress:
             test = f", test {best['test_metric_name']} {best['test_metric']:.4f}"
         if "target_accuracy" in best:
             test += f", target accuracy {best['target_accuracy']:.4f} (reported, not optimised)"
-        self.say(
-            f"best: trial {best['trial']} {best['backbone']} / {best['strategy']}: "
-            f"val {best['metric']} {best['val_metric']:.4f}{test}"
-        )
+        ensemble = best.get("ensemble", {})
+        if ensemble.get("exported"):
+            single = best["single"]
+            members = ", ".join(f"#{m['trial']} x{m['weight']:g}" for m in ensemble["members"])
+            single_test = "" if single["test_metric"] is None else f", test {single['test_metric']:.4f}"
+            self.say(
+                f"best: an ensemble of {len(ensemble['members'])} trials ({members}): "
+                f"val {best['metric']} {best['val_metric']:.4f}{test}; the best single trial, "
+                f"{best['trial']} {best['backbone']} / {best['strategy']}: val {single['val_metric']:.4f}"
+                f"{single_test}"
+            )
+        else:
+            self.say(
+                f"best: trial {best['trial']} {best['backbone']} / {best['strategy']}: "
+                f"val {best['metric']} {best['val_metric']:.4f}{test}"
+            )
+        if ensemble and not ensemble.get("exported"):
+            self.say(f"  no ensemble: {ensemble['why']}")
         self.say(f"  {best['verdict']}")
         self.say(
             f"  took {clock_text(self.clock.elapsed())}"

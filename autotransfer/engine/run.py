@@ -160,7 +160,7 @@ class Search:
     def finish(self) -> SearchResult:
         from .finalize import finalize
 
-        best = finalize(self.problem, self.study)
+        best = finalize(self.problem, self.study, self.clock.left(), self.pace.member_price)
         self.progress.finish(best)
         self.say_overrun()
         return self.result(best)

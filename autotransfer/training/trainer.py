@@ -111,6 +111,8 @@ class Trainer:
     kept: BestEpoch = field(default_factory=lambda: BestEpoch())
     #: why training ended before its last epoch: "time" (the monitor's OutOfTime), or None
     stopped: str | None = None
+    #: the last validation's logits
+    val_logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         backbone = self.model.backbone
@@ -205,7 +207,7 @@ class Trainer:
                 loss = self.run_epoch(train_x, extras_x, epoch)
                 metric, details = self.validate(val_x, target_val_x, epoch)
                 self.history.append({"epoch": epoch + 1, "val_metric": metric, "train_loss": loss, **details})
-                self.kept.offer(self.model, epoch + 1, metric, last=epoch + 1 == cfg.epochs)
+                self.kept.offer(self.model, epoch + 1, metric, epoch + 1 == cfg.epochs, self.val_logits)
                 self.monitor.epoch_end(epoch + 1, metric)
                 if self.report is not None:
                     self.report(epoch + 1, metric, {"train_loss": loss, **details})
@@ -223,7 +225,8 @@ class Trainer:
     def validate(self, val_x: Any, target_val_x: Any, epoch: int) -> tuple[float, dict]:
         """The validation metric: accuracy, or with target data the label-free score."""
         self.monitor.phase("validate", epoch + 1, self.config.epochs, 1)
-        metric = self.evaluate(val_x, self.val.labels)
+        self.val_logits = self.predict_logits(val_x)
+        metric = int((self.val_logits.argmax(1) == self.val.labels).sum()) / max(1, len(self.val.labels))
         if self.score is None:
             return metric, {}
         score, details = self.score(metric, self.predict_logits(target_val_x))
@@ -311,17 +314,26 @@ class Trainer:
 
 @dataclass
 class BestEpoch:
-    """The best epoch so far (1-based), its metric and, when a later epoch could replace it, a copy
-    of its weights; ``restore`` puts them back in the model once training ends."""
+    """The best epoch so far (1-based), its metric, its validation logits (what an ensemble is
+    chosen on) and, when a later epoch could replace it, a copy of its weights; ``restore`` puts them
+    back in the model once training ends."""
 
     epoch: int | None = None
     metric: float = float("nan")
     state: dict | None = None
+    val_logits: torch.Tensor | None = None
 
-    def offer(self, model: torch.nn.Module, epoch: int, metric: float, last: bool) -> None:
+    def offer(
+        self,
+        model: torch.nn.Module,
+        epoch: int,
+        metric: float,
+        last: bool,
+        val_logits: torch.Tensor | None = None,
+    ) -> None:
         if self.epoch is not None and not metric > self.metric:
             return
-        self.epoch, self.metric = epoch, metric
+        self.epoch, self.metric, self.val_logits = epoch, metric, val_logits
         self.state = None if last else {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def restore(self, model: torch.nn.Module, epochs_run: int) -> None:
