@@ -156,10 +156,11 @@ def _split_list(ctx, param, value):
 )
 @click.option("--no-portfolio", is_flag=True, help="Do not start from the portfolio's configurations.")
 @click.option(
-    "--ensemble",
-    is_flag=True,
+    "--ensemble/--no-ensemble",
+    default=True,
+    show_default=True,
     help="Export a weighted ensemble of the best trials (greedy selection on validation) when it "
-    "beats the single best model there.",
+    "beats the single best model there; --no-ensemble: the best trial alone.",
 )
 @click.option(
     "--random-init",

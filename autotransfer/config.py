@@ -66,7 +66,7 @@ class SearchConfig:
     #: used beside the bundled one
     portfolio: str | None = None
     #: export a greedy ensemble of the best trials when it beats the single best on validation
-    ensemble: bool = False
+    ensemble: bool = True
     #: build every backbone with random weights (to measure what pretraining gives)
     random_init: bool = False
     plugins: list[str] = field(default_factory=list)

@@ -126,9 +126,12 @@ def test_multitask_trains_aux_heads_and_exports_plain_model(digits, mnist, tmp_p
     assert all("multitask.weight.0" in t.params for t in done)
     from safetensors import safe_open
 
-    with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    assert not any(k.startswith("aux_heads") for k in keys) and "head.weight" in keys
+    exported = list((out / "model").rglob("model.safetensors"))  # the best trial, or each member
+    for weights in exported:
+        with safe_open(str(weights), "pt") as f:
+            keys = list(f.keys())
+        assert not any(k.startswith("aux_heads") for k in keys) and "head.weight" in keys
+    assert exported
 
 
 def test_adaptation_needs_target_data(digits, tmp_path):

@@ -195,6 +195,12 @@ def test_a_folder_of_nothing_but_damage_is_a_clear_error(tmp_path):
     )
 
 
+def one_model(out: Path) -> Path:
+    """The exported best trial's folder: ``model/``, or an ensemble's first member in it."""
+    config = read_json(out / "model" / "config.json")
+    return out / "model" / (config["ensemble"][0]["path"] if "ensemble" in config else "")
+
+
 def test_predict_refuses_a_pickle_unless_trusted(messy, messy_search, tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -202,15 +208,16 @@ def test_predict_refuses_a_pickle_unless_trusted(messy, messy_search, tmp_path):
     data, _, _ = messy
     _, out = messy_search
     assert {p.suffix for p in (out / "checkpoints").iterdir()} <= {".safetensors", ".json"}
-    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
+    folder = one_model(out)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     pickled = tmp_path / "pickled"
     pickled.mkdir()
-    shutil.copy(out / "model" / "config.json", pickled)
-    torch.save(load_file(out / "model" / "model.safetensors"), pickled / "model.pt")
+    shutil.copy(folder / "config.json", pickled)
+    torch.save(load_file(folder / "model.safetensors"), pickled / "model.pt")
     image = data / "3" / "ziffer-drei-日本.png"
     _one_line_error(cli("predict", pickled, image, expect=None), "model.pt", "pickle", "--trust-pickle")
     trusted = cli("predict", pickled, image, "--trust-pickle").output
-    assert trusted == cli("predict", out / "model", image).output
+    assert trusted == cli("predict", folder, image).output
 
 
 # text data: these run on the text task (plugins/autotransfer_text)
@@ -417,7 +424,7 @@ def test_predict_with_truncated_weights_is_one_line(messy, messy_search, tmp_pat
     """`autotransfer predict MODEL_DIR IMG` where MODEL_DIR/model.safetensors is truncated."""
     data, _, _ = messy
     _, out = messy_search
-    model = Path(shutil.copytree(out / "model", tmp_path / "model"))
+    model = Path(shutil.copytree(one_model(out), tmp_path / "model"))
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     image = data / "3" / "ziffer-drei-日本.png"

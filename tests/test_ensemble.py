@@ -1,5 +1,5 @@
-"""--ensemble: a greedy ensemble of the best trials, exported when it beats the single best on
-validation, and predicted with as any exported model is."""
+"""Ensembles (the default; --no-ensemble): a greedy ensemble of the best trials, exported when it
+beats the single best on validation, and predicted with as any exported model is."""
 
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def test_greedy_selection_combines_members_that_err_on_different_examples():
     assert accuracy == 0.75 and [m.trial.number for m in alone] == [0]
 
 
-def test_a_search_with_ensemble_exports_one_that_predict_uses(digits, tmp_path):
+def test_a_search_exports_an_ensemble_that_predict_uses(digits, tmp_path):
     """Where the ensemble beats the best trial on validation, model/ is the ensemble: predict on the
     test split gives the accuracy best.json reports, and best.json keeps the best single trial's."""
     out = tmp_path / "out"
     args = ["--n-trials", "6", "--max-epochs", "3", "--strategies", "linear-probe", "--image-size", "64"]
     backbones = ["--backbones", "tf_efficientnet_lite0,tf_efficientnet_lite1"]  # unlike errors
-    result = cli("search", digits, "-o", out, "--ensemble", *args, *backbones, "--quiet")
+    result = cli("search", digits, "-o", out, *args, *backbones, "--quiet")
     best = read_json(out / "best.json")
     assert best["ensemble"]["exported"], best["ensemble"]
     members = best["ensemble"]["members"]
@@ -57,3 +57,14 @@ def test_a_search_with_ensemble_exports_one_that_predict_uses(digits, tmp_path):
     # the members' checkpoints stay (export again), the others go
     kept = {p.name.split(".")[0] for p in (out / "checkpoints").iterdir()}
     assert kept == {f"trial-{m['trial']}" for m in members}
+
+
+def test_no_ensemble_exports_the_best_trial_alone(digits, tmp_path):
+    out = tmp_path / "out"
+    args = ["--n-trials", "4", "--max-epochs", "2", "--strategies", "linear-probe", "--image-size", "64"]
+    backbones = ["--backbones", "tf_efficientnet_lite0,tf_efficientnet_lite1"]
+    cli("search", digits, "-o", out, "--no-ensemble", *args, *backbones, "--quiet")
+    best = read_json(out / "best.json")
+    assert "ensemble" not in best and "single" not in best
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
+    assert not list((out / "checkpoints").glob("*.val.safetensors"))

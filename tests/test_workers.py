@@ -117,12 +117,11 @@ def test_devices_runs_one_worker_per_device_on_one_study(small_digits, tmp_path)
     study = check_one_study(f"sqlite:///{out / 'study.db'}", "autotransfer", 5, 2)
     best = read_json(out / "best.json")
     assert best["trial"] == study.best_trial.number and best["val_metric"] == study.best_value
-    assert (out / "model" / "model.safetensors").is_file()
-    # the parent exported from the shared checkpoint; only the best's is kept
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        f"trial-{best['trial']}.json",
-        f"trial-{best['trial']}.safetensors",
-    ]
+    assert list((out / "model").rglob("model.safetensors"))
+    # the parent exported from the shared checkpoints; only the best's (and an ensemble's members') stay
+    exported = {best["trial"]} | {m["trial"] for m in best.get("ensemble", {}).get("members", [])}
+    assert {p.name.split(".")[0] for p in (out / "checkpoints").iterdir()} == {f"trial-{n}" for n in exported}
+    assert (out / "checkpoints" / f"trial-{best['trial']}.safetensors").is_file()
 
 
 def test_devices_and_heartbeat_are_checked(small_digits, tmp_path):

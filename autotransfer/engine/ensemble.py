@@ -56,6 +56,18 @@ def library(complete: list[optuna.trial.FrozenTrial], checkpoints: Path) -> list
     return members
 
 
+def affordable(members: list[Member], best: int, seconds: float, price) -> list[Member]:
+    """The members, best first, whose exports (``price(trial)`` seconds each; the best trial's is
+    done already) fit in ``seconds``."""
+    fitting, spent = [], 0.0
+    for member in members:
+        cost = 0.0 if member.trial.number == best else price(member.trial)
+        if spent + cost <= seconds:
+            fitting.append(member)
+            spent += cost
+    return fitting
+
+
 def _score(probs, labels) -> tuple[float, float]:
     """Accuracy, then the mean log-likelihood (ties of accuracy are common on a small validation set)."""
     import torch

@@ -62,13 +62,7 @@ def export_ensemble(
         return {"ensemble": {"exported": False, "why": "trials are scored on a label-free criterion"}}
     members = ensemble.library(study.trials(states=(optuna.trial.TrialState.COMPLETE,)), out / "checkpoints")
     if seconds is not None and price is not None:  # the members whose export fits what is left
-        fitting, spent = [], 0.0
-        for member in members:
-            cost = 0.0 if member.trial.number == best.number else price(member.trial)
-            if spent + cost <= seconds:
-                fitting.append(member)
-                spent += cost
-        members = fitting
+        members = ensemble.affordable(members, best.number, seconds, price)
     if len(members) < 2 or members[0].trial.number != best.number:
         return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
     labels = torch.tensor(problem.inputs.dataset.labels)[torch.tensor(problem.split["val"], dtype=torch.long)]
@@ -82,29 +76,7 @@ def export_ensemble(
             }
         }
 
-    staging = out / "model.ensemble.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    total, rows = None, []
-    for member in chosen:
-        folder = f"member-{member.trial.number}"
-        if member.trial.number == best.number:
-            shutil.copytree(out / "model", staging / folder)
-            info, probs = json.loads((out / "model" / CONFIG).read_text()), best_probs
-        else:
-            info = export_model(problem, member.trial, out / "checkpoints", staging / folder)
-            probs = test_probs(problem, staging / folder, info["preprocessing"])
-        if probs is not None:
-            total = member.weight * probs if total is None else total + member.weight * probs
-        rows.append((folder, round(member.weight, 4), member.trial.number, info))
-    base = json.loads((out / "model" / CONFIG).read_text())
-    ensemble.write_config(
-        staging,
-        [(folder, weight, number) for folder, weight, number, _ in rows],
-        {k: base[k] for k in ("autotransfer_version", "task", "modality", "classes")},
-    )
-    shutil.rmtree(out / "model", ignore_errors=True)
-    staging.replace(out / "model")
+    rows, total = write_ensemble(problem, chosen, best.number, best_probs, out)
     return {
         "val_metric": val,
         "test_metric": accuracy(problem, total),
@@ -122,6 +94,36 @@ def export_ensemble(
             ],
         },
     }
+
+
+def write_ensemble(problem: Problem, chosen: list, best_number: int, best_probs, out: Path):
+    """``model/`` replaced by the ensemble of ``chosen`` (each member exported and tested); returns
+    the rows (folder, weight, trial, record) and the ensemble's test probabilities."""
+    from . import ensemble
+
+    staging = out / "model.ensemble.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    total, rows = None, []
+    for member in chosen:
+        folder = f"member-{member.trial.number}"
+        if member.trial.number == best_number:
+            shutil.copytree(out / "model", staging / folder)
+            info, probs = json.loads((out / "model" / CONFIG).read_text()), best_probs
+        else:
+            info = export_model(problem, member.trial, out / "checkpoints", staging / folder)
+            probs = test_probs(problem, staging / folder, info["preprocessing"])
+        if probs is not None:
+            total = member.weight * probs if total is None else total + member.weight * probs
+        rows.append((folder, round(member.weight, 4), member.trial.number, info))
+    ensemble.write_config(  # the best trial's fields (its first member), and the members
+        staging,
+        [(folder, weight, number) for folder, weight, number, _ in rows],
+        json.loads((out / "model" / CONFIG).read_text()),
+    )
+    shutil.rmtree(out / "model", ignore_errors=True)
+    staging.replace(out / "model")
+    return rows, total
 
 
 def export_model(

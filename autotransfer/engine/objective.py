@@ -221,25 +221,14 @@ class Objective:
             trial.set_user_attr("target_accuracy", trainer.evaluate(inputs, trainer.target_eval.labels))
 
     def _keep_if_best(self, trial, trainer, metric: float, info: TrialInfo) -> None:
-        """The weights of a trial that may be exported: the best so far, or with --ensemble one of
+        """The weights of a trial that may be exported: the best so far, or with an ensemble one of
         the ENSEMBLE_LIBRARY best (with its validation probabilities, which the ensemble is chosen on)."""
-        from ..export import save_weights
-        from .ensemble import ENSEMBLE_LIBRARY, save_outputs
+        from .ensemble import ENSEMBLE_LIBRARY
 
         ensemble = self.problem.config.ensemble
         complete = self.study.trials(states=(optuna.trial.TrialState.COMPLETE,))
-        if sum(1 for t in complete if t.value >= metric) >= (ENSEMBLE_LIBRARY if ensemble else 1):
-            return
-        model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
-        save_weights(model, self.checkpoints / f"trial-{trial.number}.safetensors")
-        if ensemble and trainer.kept.val_logits is not None:
-            save_outputs(self.checkpoints, trial.number, trainer.kept.val_logits)
-        record = {
-            "backbone": info.backbone,
-            "strategy": info.strategy,
-            "preprocessing": info.preprocessing,
-        }
-        (self.checkpoints / f"trial-{trial.number}.json").write_text(json.dumps(record))
+        if sum(1 for t in complete if t.value >= metric) < (ENSEMBLE_LIBRARY if ensemble else 1):
+            keep_checkpoint(self.checkpoints, trial.number, trainer, info, outputs=ensemble)
 
     def _failed(self, trial, exc: Exception) -> TrialFailed:
         import torch
@@ -252,6 +241,20 @@ class Objective:
         with open(self.problem.config.out_dir / "failures.log", "a") as log:
             log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
         return TrialFailed(reason)
+
+
+def keep_checkpoint(checkpoints, number: int, trainer, info: TrialInfo, outputs: bool) -> None:
+    """The trial's weights (and, with ``outputs``, its best epoch's validation probabilities) and what
+    exporting it needs, in ``checkpoints``."""
+    from ..export import save_weights
+    from .ensemble import save_outputs
+
+    model = trainer.plan.export(trainer.model) if trainer.plan.export else trainer.model
+    save_weights(model, checkpoints / f"trial-{number}.safetensors")
+    if outputs and trainer.kept.val_logits is not None:
+        save_outputs(checkpoints, number, trainer.kept.val_logits)
+    record = {"backbone": info.backbone, "strategy": info.strategy, "preprocessing": info.preprocessing}
+    (checkpoints / f"trial-{number}.json").write_text(json.dumps(record))
 
 
 def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:

@@ -81,13 +81,15 @@ def _searching(config: SearchConfig, suite: Suite) -> EngineRun:
 
 def _restricted(role: str):
     def prepare(config: SearchConfig, suite: Suite) -> EngineRun:
-        return EngineRun(_open(replace(config, strategies=[_role(config, role)], reference=False)))
+        restricted = replace(config, strategies=[_role(config, role)], reference=False, ensemble=False)
+        return EngineRun(_open(restricted))
 
     return prepare
 
 
 def _random(config: SearchConfig, suite: Suite) -> EngineRun:
-    return EngineRun(_open(replace(config, sampler="random", pruning=False, reference=False, rank=False)))
+    plain = replace(config, sampler="random", pruning=False, reference=False, rank=False, ensemble=False)
+    return EngineRun(_open(plain))
 
 
 def _recipe(config: SearchConfig, suite: Suite, backbone: str | None = None) -> EngineRun:
@@ -99,6 +101,7 @@ def _recipe(config: SearchConfig, suite: Suite, backbone: str | None = None) -> 
         config,
         strategies=[strategy],
         n_trials=1,
+        ensemble=False,
         pruning=False,
         reference=False,
         rank=False,
@@ -168,7 +171,8 @@ METHODS: dict[str, Method] = {
         Method(
             "autotransfer",
             "the search as shipped: cost-aware TPE over backbone, strategy, resolution and "
-            "knobs, Hyperband pruning, probe warm starts, within the budget",
+            "knobs, Hyperband pruning, probe warm starts, the portfolio, within the budget; the best "
+            "trial, or the greedy ensemble of the best trials where it wins on validation",
             _searching,
         ),
         Method(
@@ -180,11 +184,14 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "probe",
-            "the search restricted to the probe strategy (a linear probe: frozen backbone, trained head)",
+            "the search restricted to the probe strategy (a linear probe: frozen backbone, trained head); "
+            "the best trial alone, no ensemble",
             _restricted(PROBE),
         ),
         Method(
-            "random-search", "Optuna random search over the same space, no pruning, no warm start", _random
+            "random-search",
+            "Optuna random search over the same space, no pruning, no warm start, no ensemble",
+            _random,
         ),
         Method(
             "top-ranked",
@@ -195,7 +202,7 @@ METHODS: dict[str, Method] = {
         Method(
             "from-scratch",
             "the search restricted to the random-init reference strategy: the same "
-            "architectures from random weights, every layer trained",
+            "architectures from random weights, every layer trained; no ensemble",
             _restricted(REFERENCE),
         ),
         Method(
