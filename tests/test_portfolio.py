@@ -203,3 +203,34 @@ def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(digits, tmp_p
         assert portfolio.within(problem, params, estimate, 0.5 * small) == (None, 0.0)
     finally:
         problem.close()
+
+
+def test_an_entry_skipped_once_built_is_queued_again_smaller(digits, tmp_path):
+    """Priced when queued (before any trial taught the cost model), an entry may not fit once built:
+    it runs again at the next smaller searched resolution, still named as the portfolio's."""
+    from autotransfer.engine.objective import requeue_smaller
+
+    problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
+    try:
+        sizes = problem.input_sizes
+        study = optuna.create_study(direction="maximize")
+        params = {
+            "backbone": "tf_efficientnet_lite0",
+            "strategy": "lora",
+            "epochs": 1,
+            "image_size": sizes[2],
+        }
+        study.enqueue_trial(params, user_attrs={"portfolio": "mnist"})
+        trial = study.ask()
+        for name, value in params.items():  # as the search's space suggests them
+            trial.suggest_categorical(name, sizes if name == "image_size" else [value])
+        assert requeue_smaller(problem, study, trial) == sizes[1]
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        again = study.ask()
+        assert again.user_attrs["portfolio"] == "mnist"
+        assert again.suggest_categorical("image_size", sizes) == sizes[1]
+        assert trial.user_attrs["requeued_at"] == sizes[1]
+        smallest = study.ask({"image_size": optuna.distributions.CategoricalDistribution(sizes)})
+        assert requeue_smaller(problem, study, smallest) is None  # a sampler's trial is not queued again
+    finally:
+        problem.close()

@@ -59,7 +59,9 @@ class Objective:
         try:
             return self._run(trial, role, started)
         except Skipped as skip:
-            trial.set_user_attr("skipped", str(skip))
+            smaller = requeue_smaller(self.problem, self.study.study, trial)
+            again = "" if smaller is None else f"; queued again at {smaller}"
+            trial.set_user_attr("skipped", f"{skip}{again}")
             trial.set_user_attr("predicted_s", skip.predicted)
             raise
         except optuna.TrialPruned:
@@ -241,6 +243,20 @@ class Objective:
         with open(self.problem.config.out_dir / "failures.log", "a") as log:
             log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
         return TrialFailed(reason)
+
+
+def requeue_smaller(problem: Problem, study: optuna.Study, trial) -> int | None:
+    """A portfolio entry that did not fit once built (it was priced when queued, before the search's
+    first trials taught the cost model) is queued again at the next smaller searched resolution: a
+    cheaper fidelity of the same configuration. Returns that resolution (None: not queued again)."""
+    key, source = problem.task.size_key, trial.user_attrs.get("portfolio")
+    size = trial.params.get(key) if key else None
+    smaller = [s for s in problem.input_sizes if size is not None and s < size]
+    if not source or not smaller:
+        return None
+    study.enqueue_trial({**trial.params, key: smaller[-1]}, user_attrs={"portfolio": source})
+    trial.set_user_attr("requeued_at", smaller[-1])
+    return smaller[-1]
 
 
 def keep_checkpoint(checkpoints, number: int, trainer, info: TrialInfo, outputs: bool) -> None:
