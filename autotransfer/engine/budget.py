@@ -74,10 +74,6 @@ class Clock:
         """Seconds trials may still use: what is left, less the export's reserve."""
         return self.left() - self.reserve
 
-    def one_trial(self) -> float | None:
-        """The most one trial may plan to take once something is found (None without a budget)."""
-        return None if self.budget is None else TRIAL_SHARE * self.budget * SAFETY
-
     def trial_deadline(self) -> float | None:
         """Wall-clock time at which running trials must stop (None without a budget)."""
         return None if self.budget is None else self.started + self.budget - self.reserve

@@ -56,6 +56,10 @@ class Objective:
         role = REFERENCE if trial.user_attrs.get("reference") else ""
         started = time.time()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
+        if not role and self.study.surplus(trial.number):
+            trial.set_user_attr("skipped", "skipped: other workers' trials reached --n-trials")
+            trial.set_user_attr("duration_s", 0.0)
+            raise optuna.TrialPruned("other workers' trials reached --n-trials")
         try:
             return self._run(trial, role, started)
         except Skipped as skip:

@@ -210,6 +210,24 @@ class SearchStudy:
             )
         )
 
+    def surplus(self, number: int) -> bool:
+        """Whether trial ``number`` is past --n-trials: two workers that each saw one trial left may
+        both start one; the later one is not run (the trials before it already make the count)."""
+        n_trials = self.config.n_trials
+        if n_trials is None:
+            return False
+        earlier = [
+            t
+            for t in self.trials()
+            if t.number < number
+            and not t.user_attrs.get("reference")
+            and not t.user_attrs.get("skipped")
+            and (
+                t.state in (*STATES_COUNTED, optuna.trial.TrialState.RUNNING) or "fail_reason" in t.user_attrs
+            )
+        ]
+        return len(earlier) >= n_trials
+
     def running(self) -> list[optuna.trial.FrozenTrial]:
         return self.trials(states=(optuna.trial.TrialState.RUNNING,))
 
