@@ -63,7 +63,12 @@ def export_ensemble(
     members = ensemble.library(study.trials(states=(optuna.trial.TrialState.COMPLETE,)), out / "checkpoints")
     if seconds is not None and price is not None:  # the members whose export fits what is left
         members = ensemble.affordable(members, best.number, seconds, price)
-    if len(members) < 2 or members[0].trial.number != best.number:
+    if not members or members[0].trial.number != best.number:
+        why = (
+            "the best trial's weights and validation outputs are not on this machine (another worker ran it)"
+        )
+        return {"ensemble": {"exported": False, "why": why}}
+    if len(members) < 2:
         return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
     labels = torch.tensor(problem.inputs.dataset.labels)[torch.tensor(problem.split["val"], dtype=torch.long)]
     chosen, val = ensemble.select(members, labels)

@@ -56,10 +56,7 @@ class Objective:
         role = REFERENCE if trial.user_attrs.get("reference") else ""
         started = time.time()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
-        if not role and self.study.surplus(trial.number):
-            trial.set_user_attr("skipped", "skipped: other workers' trials reached --n-trials")
-            trial.set_user_attr("duration_s", 0.0)
-            raise optuna.TrialPruned("other workers' trials reached --n-trials")
+        skip_if_surplus(self.study, trial, role)
         try:
             return self._run(trial, role, started)
         except Skipped as skip:
@@ -247,6 +244,14 @@ class Objective:
         with open(self.problem.config.out_dir / "failures.log", "a") as log:
             log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
         return TrialFailed(reason)
+
+
+def skip_if_surplus(study: SearchStudy, trial: optuna.Trial, role: str) -> None:
+    """Not run, and not counted, when other workers' trials already reached --n-trials."""
+    if not role and study.surplus(trial.number):
+        trial.set_user_attr("skipped", "skipped: other workers' trials reached --n-trials")
+        trial.set_user_attr("duration_s", 0.0)
+        raise optuna.TrialPruned("other workers' trials reached --n-trials")
 
 
 def requeue_smaller(problem: Problem, study: optuna.Study, trial) -> int | None:
