@@ -96,11 +96,6 @@ def select(members: list[Member], labels, rounds: int = ENSEMBLE_ROUNDS) -> tupl
     return chosen, best_score[0]
 
 
-def combined(members: list[Member]):
-    """The weighted average of the members' probabilities."""
-    return sum(m.weight * m.probs for m in members)
-
-
 def write_config(model_dir: Path, members: list[tuple[str, float, int]], base: dict) -> None:
     """The ensemble's config.json: ``members`` (folder, weight, trial), and what predict needs."""
     config = {

@@ -54,8 +54,6 @@ def export_ensemble(
 ) -> dict | None:
     """The greedy ensemble of the best trials, written over ``model/`` when it beats the best trial on
     validation; what best.json then says (None: no ensemble, and ``model/`` stays the best trial)."""
-    import torch
-
     from . import ensemble
 
     if problem.inputs.target is not None:  # trials are scored without target labels: not an accuracy
@@ -70,8 +68,7 @@ def export_ensemble(
         return {"ensemble": {"exported": False, "why": why}}
     if len(members) < 2:
         return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
-    labels = torch.tensor(problem.inputs.dataset.labels)[torch.tensor(problem.split["val"], dtype=torch.long)]
-    chosen, val = ensemble.select(members, labels)
+    chosen, val = ensemble.select(members, split_labels(problem, "val"))
     single = {"trial": best.number, "val_metric": best.value, "test_metric": accuracy(problem, best_probs)}
     if len(chosen) < 2 or not val > best.value:
         return {
@@ -187,15 +184,18 @@ def retrain(problem: Problem, best: optuna.trial.FrozenTrial, staging: Path) -> 
     return {"backbone": info.backbone, "strategy": info.strategy, "preprocessing": info.preprocessing}
 
 
-def accuracy(problem: Problem, probs) -> float | None:
-    """Accuracy on the held-out test split of its predicted probabilities (None: no test split)."""
+def split_labels(problem: Problem, name: str):
+    """The labels of one split ("val", "test"), in the split's order."""
     import torch
 
+    return torch.tensor(problem.inputs.dataset.labels)[torch.tensor(problem.split[name], dtype=torch.long)]
+
+
+def accuracy(problem: Problem, probs) -> float | None:
+    """Accuracy on the held-out test split of its predicted probabilities (None: no test split)."""
     if probs is None:
         return None
-    labels = torch.tensor(problem.inputs.dataset.labels)[
-        torch.tensor(problem.split["test"], dtype=torch.long)
-    ]
+    labels = split_labels(problem, "test")
     return int((probs.argmax(1).cpu() == labels).sum()) / len(labels)
 
 

@@ -199,16 +199,7 @@ class SearchStudy:
 
     def counted(self) -> int:
         """Searched trials toward --n-trials: finished (or failed with a reason), the reference not."""
-        return sum(
-            1
-            for t in self.trials()
-            if not t.user_attrs.get("reference")
-            and not t.user_attrs.get("skipped")
-            and (
-                t.state in STATES_COUNTED
-                or (t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs)
-            )
-        )
+        return sum(1 for t in self.trials() if _counts(t))
 
     def surplus(self, number: int) -> bool:
         """Whether trial ``number`` is past --n-trials: two workers that each saw one trial left may
@@ -216,16 +207,8 @@ class SearchStudy:
         n_trials = self.config.n_trials
         if n_trials is None:
             return False
-        earlier = [
-            t
-            for t in self.trials()
-            if t.number < number
-            and not t.user_attrs.get("reference")
-            and not t.user_attrs.get("skipped")
-            and (
-                t.state in (*STATES_COUNTED, optuna.trial.TrialState.RUNNING) or "fail_reason" in t.user_attrs
-            )
-        ]
+        running = optuna.trial.TrialState.RUNNING
+        earlier = [t for t in self.trials() if t.number < number and _counts(t, also=(running,))]
         return len(earlier) >= n_trials
 
     def running(self) -> list[optuna.trial.FrozenTrial]:
@@ -271,6 +254,15 @@ class SearchStudy:
     def best(self) -> optuna.trial.FrozenTrial | None:
         complete = self.trials(states=(optuna.trial.TrialState.COMPLETE,))
         return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _counts(trial: optuna.trial.FrozenTrial, also: tuple = ()) -> bool:
+    """Whether a trial counts toward --n-trials (``also``: further states that do, e.g. RUNNING)."""
+    attrs = trial.user_attrs
+    if attrs.get("reference") or attrs.get("skipped"):
+        return False
+    failed = trial.state == optuna.trial.TrialState.FAIL and "fail_reason" in attrs
+    return trial.state in (*STATES_COUNTED, *also) or failed
 
 
 def _same(value: Any) -> Any:
