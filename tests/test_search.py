@@ -25,7 +25,7 @@ def test_search_writes_every_output(digits_search):
     best = read_json(out / "best.json")
     assert best["backbone"] == "tf_efficientnet_lite0"
     assert 0.0 <= best["test_metric"] <= 1.0
-    assert best["val_metric"] == board[board.state == "COMPLETE"].value.max()
+    assert best["single"]["val_metric"] == board[board.state == "COMPLETE"].value.max()
     # the study is an ordinary Optuna study
     study = optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}")
     assert study.best_trial.number == best["trial"]

@@ -124,7 +124,7 @@ def test_devices_runs_one_worker_per_device_on_one_study(small_digits, tmp_path)
     assert proc.returncode == 0, stderr
     study = check_one_study(f"sqlite:///{out / 'study.db'}", "autotransfer", 5, 2)
     best = read_json(out / "best.json")
-    assert best["trial"] == study.best_trial.number and best["val_metric"] == study.best_value
+    assert best["trial"] == study.best_trial.number and best["single"]["val_metric"] == study.best_value
     assert list((out / "model").rglob("model.safetensors"))
     # the parent exported from the shared checkpoints; only the best's (and an ensemble's members') stay
     exported = {best["trial"]} | {m["trial"] for m in best.get("ensemble", {}).get("members", [])}

@@ -37,6 +37,8 @@ def finalize(
     info = export_model(problem, best, out / "checkpoints", out / "model")
     probs = test_probs(problem, out / "model", info["preprocessing"])
     record = best_record(problem, study.study, best, info, accuracy(problem, probs))
+    # the best trial's own numbers, whether or not an ensemble replaces them at the top level
+    record["single"] = {k: record[k] for k in ("trial", "val_metric", "test_metric")}
     keep = {best.number}
     if problem.config.ensemble:
         left = None if seconds is None else seconds - (time.time() - started)
@@ -69,7 +71,6 @@ def export_ensemble(
     if len(members) < 2:
         return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
     chosen, val = ensemble.select(members, split_labels(problem, "val"))
-    single = {"trial": best.number, "val_metric": best.value, "test_metric": accuracy(problem, best_probs)}
     if len(chosen) < 2 or not val > best.value:
         return {
             "ensemble": {
@@ -82,7 +83,6 @@ def export_ensemble(
     return {
         "val_metric": val,
         "test_metric": accuracy(problem, total),
-        "single": single,
         "ensemble": {
             "exported": True,
             "members": [
