@@ -1,10 +1,10 @@
-"""Domain adaptation digits <-> MNIST: source-only against DANN, CORAL and MMD, over seeds.
+"""Domain adaptation digits <-> MNIST: source-only against DANN, CDAN, CORAL, MMD and MCC, over seeds.
 
 Each method is a search of the same budget; model selection never reads a target label (the
 label-free score for adaptation searches, source validation accuracy for source-only). The
 held-back target labels (``--target-eval``) score the selected trial afterwards.
 
-    python benchmarks/adaptation.py --seeds 0 1 2 --n-trials 4 --per-class 50
+    python benchmarks/adaptation.py --seeds 0 1 2 --n-trials 4 --per-class 50 --max-epochs 4
 """
 
 from __future__ import annotations

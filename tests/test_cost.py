@@ -225,3 +225,31 @@ def test_the_first_look_beyond_a_probe_is_cheap_and_long_enough_to_judge(digits,
     assert first["epochs"] == 4 and estimate(first) <= EXPLORE_FIRST_SHARE * budget
     low, high = problem.strategy_by_name["partial-finetune"].lr_range
     assert low * 10 < first["partial-finetune.lr"] < high
+
+
+def test_a_trial_is_priced_at_its_own_freeze_depth_before_it_is_built(digits, tmp_path):
+    """Before building, a partial fine-tune is judged (skipped or not) at the freeze depth it
+    sampled, not at the strategy's typical one (with no history: none frozen, a full fine-tune's
+    price); building then uses those same knobs."""
+    from conftest import problem_for
+
+    from autotransfer.engine import pricing
+    from autotransfer.engine.trial import build_trial, choose, with_knobs
+
+    problem = problem_for(digits, tmp_path, backbones=["tf_efficientnet_lite0"])
+    cost, _ = model_with({})
+    pricing.prime(problem, cost)  # times the first backbone: its layer groups are known from then on
+    groups = problem.layer_groups["tf_efficientnet_lite0"]
+    size = problem.input_sizes[0]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    fixed = {"strategy": "partial-finetune", "image_size": size, "partial-finetune.freeze_depth": groups - 1}
+    study.enqueue_trial(fixed)
+    trial = study.ask()
+    choices = with_knobs(problem, trial, choose(problem, trial))
+    assert choices.knobs["freeze_depth"] == groups - 1
+    assert trial.params["partial-finetune.freeze_depth"] == groups - 1  # before anything is built
+    own = pricing.estimate(problem, cost, {**trial.params, "epochs": 1})
+    typical = {k: v for k, v in trial.params.items() if k != "partial-finetune.freeze_depth"}
+    assert own < 0.5 * pricing.estimate(problem, cost, {**typical, "epochs": 1})
+    trainer, _ = build_trial(problem, trial, choices=choices)
+    assert trainer.plan.frozen_prefix == groups - 1

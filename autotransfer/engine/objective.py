@@ -20,7 +20,7 @@ from .cost import TRAINS, CostModel, Prediction
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
-from .trial import Choices, TrialInfo, build_trial, choose
+from .trial import Choices, TrialInfo, build_trial, choose, with_knobs
 
 
 class Skipped(optuna.TrialPruned):
@@ -95,7 +95,7 @@ class Objective:
         return max(0.0, pricing.export_seconds(self.problem, self.cost, backbone, size) - self.clock.reserve)
 
     def _run(self, trial: optuna.Trial, role: str, started: float) -> float:
-        choices = choose(self.problem, trial, role)
+        choices = with_knobs(self.problem, trial, choose(self.problem, trial, role))
         allowed = self.allowed(trial, started)
         guess = pricing.estimate(self.problem, self.cost, {**trial.params, "epochs": 1})
         # a backbone not measured yet is guessed from another's rates: skip on that only when far off

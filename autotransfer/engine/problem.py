@@ -127,6 +127,8 @@ class Problem:
         #: ("decode", size) per example
         self.timings: dict[tuple[str, str], float] = {}
         self.built_preprocessing: dict[str, dict] = {}
+        #: layer groups of each backbone built so far (by ``built``)
+        self.layer_groups: dict[str, int] = {}
 
     @property
     def task(self) -> TaskSpec:
@@ -171,8 +173,10 @@ class Problem:
         return preprocessing
 
     def built(self, name: str, backbone) -> None:
-        """A backbone was built: its model's own preprocessing is the one to use."""
+        """A backbone was built: its model's own preprocessing is the one to use, and its number of
+        layer groups is known (a strategy's knobs can then be sampled before the next is built)."""
         self.built_preprocessing[name] = dict(backbone.preprocessing)
+        self.layer_groups[name] = len(backbone.layer_groups)
 
     def batch_size_choices(self) -> list[int]:
         """The configured batch sizes that fit the training split (at least the smallest)."""

@@ -7,7 +7,7 @@ trains. No study in here: ``trial`` is anything with Optuna's ``suggest_*`` (a l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..specs import BackboneSpec, StrategySpec
 from .problem import Problem
@@ -27,6 +27,8 @@ class Choices:
     size: int | None
     #: the strategy's role when the trial plays it (the reference), else ""
     role: str = ""
+    #: the strategy's own knobs, when sampled before building (see ``with_knobs``)
+    knobs: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ def choose(problem: Problem, trial, role: str = "") -> Choices:
     return Choices(backbone, strategy, lr, epochs, batch_size, weight_decay, size, role)
 
 
+def with_knobs(problem: Problem, trial, choices: Choices) -> Choices:
+    """``choices`` with the strategy's own knobs sampled, before anything is built, when the
+    backbone's layer groups are known (it was built or measured before): a trial is then priced at
+    its own freeze depth, not at the strategy's typical one."""
+    n_groups = problem.layer_groups.get(choices.backbone.name)
+    if n_groups is None:
+        return choices
+    context = strategy_context(problem, choices.backbone.name, n_groups, choices.epochs)
+    return replace(choices, knobs=choices.strategy.suggest(trial, context))
+
+
 def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None = None):
     """Sample the space (unless ``choices`` are given) and build model, plan and trainer; returns
     (trainer, TrialInfo). Nothing trains yet."""
@@ -83,7 +96,7 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     problem.built(choices.backbone.name, backbone)
 
     context = strategy_context(problem, choices.backbone.name, len(backbone.layer_groups), choices.epochs)
-    knobs = strategy.suggest(trial, context)
+    knobs = choices.knobs if choices.knobs is not None else strategy.suggest(trial, context)
     model = TransferModel(backbone, len(problem.dataset.classes))
     plan = strategy.prepare(model, knobs, context)
     model = plan.model if plan.model is not None else model
