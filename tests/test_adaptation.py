@@ -8,6 +8,8 @@ import optuna
 import pytest
 from conftest import cli, problem_for, read_json
 
+from autotransfer.engine.first_trials import EXPLORE_LR
+
 ADAPT = [
     "--image-size",
     "32",
@@ -52,6 +54,9 @@ def test_adaptation_strategy_searches_digits_to_mnist(strategy, digits, mnist, t
     )
     done = trials(out)
     assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 2
+    # the strategy asked for starts with a fair look: every epoch, a brisk learning rate
+    assert done[0].params["epochs"] == 2
+    assert done[0].params[f"{strategy}.lr"] == pytest.approx(1e-5 * 1e3**EXPLORE_LR)
     for t in done:
         assert t.user_attrs["strategy"] == strategy
         assert 0 <= t.user_attrs["source_val_accuracy"] <= 1

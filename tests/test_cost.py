@@ -253,3 +253,27 @@ def test_a_trial_is_priced_at_its_own_freeze_depth_before_it_is_built(digits, tm
     assert own < 0.5 * pricing.estimate(problem, cost, {**typical, "epochs": 1})
     trainer, _ = build_trial(problem, trial, choices=choices)
     assert trainer.plan.frozen_prefix == groups - 1
+
+
+def test_a_strategy_called_for_gets_a_fair_first_look(digits, tmp_path):
+    """A strategy the user named (or the data calls for) starts with a look that can judge it: a brisk
+    learning rate and --max-epochs, or with a budget as many epochs as fit its part of the first
+    look's share, not the cheapest random draw."""
+    from conftest import problem_for
+
+    from autotransfer.engine import pricing
+    from autotransfer.engine.first_trials import EXPLORE_FIRST_SHARE, EXPLORE_LR, called_look
+
+    lite0 = "tf_efficientnet_lite0"
+    problem = problem_for(digits, tmp_path, backbones=[lite0], max_epochs=6)
+    cost, _ = model_with({})
+    pricing.prime(problem, cost)
+    strategy = problem.strategy_by_name["full-finetune"]
+    size = problem.input_sizes[0]
+    look = called_look(problem, strategy, lite0, size, None, None, 2)
+    low, high = strategy.lr_range
+    assert look["epochs"] == 6 and look["full-finetune.lr"] == pytest.approx(low * (high / low) ** EXPLORE_LR)
+    estimate = lambda params: pricing.estimate(problem, cost, params)  # noqa: E731
+    one, two = (estimate({**look, "epochs": n}) for n in (1, 2))
+    budget = 2 * ((one - (two - one)) + 3.5 * (two - one)) / EXPLORE_FIRST_SHARE  # two looks, 3.5 epochs each
+    assert called_look(problem, strategy, lite0, size, estimate, budget, 2)["epochs"] == 3

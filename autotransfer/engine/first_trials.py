@@ -101,7 +101,9 @@ def enqueue_first_trials(
         queued.append(warm_params(problem, probe, probed[0], size, epochs=config.max_epochs))
     # what the user named or the data calls for runs next, however small the trial budget
     named = called_for(problem, probe)
-    queued += [warm_params(problem, strategy, order[0], size) for strategy in named]
+    queued += [
+        called_look(problem, strategy, order[0], size, estimate, budget, len(named)) for strategy in named
+    ]
     queued += [warm_params(problem, probe, name, size, epochs=config.max_epochs) for name in probed[1:]]
     if probe is not None:
         queued += small_data_probes(problem, probe, order[0], size)
@@ -177,8 +179,7 @@ def exploration(
         params["batch_size"] = max(steps) if steps else min(choices)
         if "off" in problem.task.augmentations:  # frozen layers stay cacheable; the sampler tries the rest
             params["augment"] = "off"
-        low, high = strategy.lr_range
-        params.setdefault(f"{strategy.name}.lr", low * (high / low) ** EXPLORE_LR)
+        brisk_lr(params, strategy)
         depth = f"{strategy.name}.freeze_depth"
         if groups and groups > 2 and depth in portfolio.searched_space(problem, backbone, strategy, groups):
             params.setdefault(depth, groups - 2)  # the top two groups train: little data, little time
@@ -204,6 +205,27 @@ def exploration(
         chosen.append(params)
         spent += seconds
     return chosen
+
+
+def brisk_lr(params: dict, strategy: StrategySpec) -> None:
+    """A look's learning rate, unless the strategy has a warm start: EXPLORE_LR up its range."""
+    low, high = strategy.lr_range
+    params.setdefault(f"{strategy.name}.lr", low * (high / low) ** EXPLORE_LR)
+
+
+def called_look(
+    problem: Problem, strategy: StrategySpec, backbone: str, size, estimate, budget: float | None, n: int
+) -> dict:
+    """The first trial of a strategy the user named or the data calls for: a fair look at it, not the
+    cheapest random draw (one epoch at a learning rate from anywhere in a range of three decades): a
+    brisk learning rate and --max-epochs, or with a budget as many as fit an equal part (of ``n``) of
+    EXPLORE_FIRST_SHARE of it."""
+    params = warm_params(problem, strategy, backbone, size, epochs=problem.config.max_epochs)
+    brisk_lr(params, strategy)
+    if budget is not None and estimate is not None:
+        share = EXPLORE_FIRST_SHARE * budget / max(1, n)
+        params, _ = pricing.fit_epochs(params, estimate, share, 1, problem.config.max_epochs)
+    return params
 
 
 def longest_look(params: dict, estimate, seconds: float, problem: Problem) -> tuple[dict, float]:
