@@ -28,7 +28,8 @@ def study_of(out):
 
 
 def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
-    plugin = write_slow_plugin(tmp_path / "slow_plugin.py")
+    # 0.06 s an example: about 13 s an epoch on 220 training examples, which the search cannot know
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06)
     out = tmp_path / "out"
     budget = 30  # room for start-up on a loaded 2-core machine; one trial alone would take longer
     started = time.time()
@@ -60,8 +61,9 @@ def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(di
     )
     took = time.time() - started
     assert result.returncode == 0, result.stderr
-    # ten epochs of 0.02 s an example (about 180 training examples) would take 36 s alone; the whole
-    # command ended within its budget
+    # the first trial's epochs are fitted to a share of the budget at the predicted cost (a probe's, a
+    # fraction of a second an epoch); at 13 s an epoch two of them outrun the budget. The whole command
+    # ended within its budget
     assert took <= budget + grace(budget), took
     trials = [t for t in study_of(out).trials if t.state == optuna.trial.TrialState.COMPLETE]
     stopped = [t for t in trials if t.user_attrs.get("stopped") == "budget"]
