@@ -17,7 +17,8 @@ import pytest
 from conftest import cli, read_json
 from PIL import Image
 
-from autotransfer.features.benchmark.stats import ranks, summarise
+from autotransfer.features.benchmark.stats import anytime, ranks, summarise, time_to_target
+from autotransfer.features.benchmark.suite import Suite
 from autotransfer.features.report import SECTIONS, parameter_importances
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
@@ -304,6 +305,46 @@ def test_ranks_share_ties_and_put_missing_results_last():
         "b": (1, 1, 0),
         "c": (2, 0, 0),
     }
+
+
+def test_the_portfolio_head_start_is_time_to_the_best_baselines_accuracy_against_the_ablation():
+    """The search is timed to the best baseline's validation score against the same search without the
+    portfolio; the ablation is never the baseline a verdict is against, even when it scores highest."""
+    suite = Suite(
+        name="s",
+        datasets=[{"name": "x"}],
+        seeds=[0, 1, 2],
+        n_trials=None,
+        budgets=[60.0],
+        methods=["autotransfer", "probe", "random-search", "no-portfolio"],
+    )
+
+    def run(method, seed, val, test, history):
+        return {
+            "dataset": "x", "budget_s": 60.0, "seed": seed, "method": method, "val_metric": val,
+            "test_metric": test, "seconds": 60.0, "trials": len(history), "history": history, "n_test": 100,
+        }  # fmt: skip
+
+    records = [
+        *(run("probe", s, 0.80, 0.80, [[10.0, 0.8]]) for s in range(3)),
+        *(run("random-search", s, v, 0.85, [[30.0, v]]) for s, v in enumerate([0.85, 0.9, 0.95])),  # mean 0.9
+        run("autotransfer", 0, 0.93, 0.90, [[5.0, 0.7], [12.0, 0.91], [20.0, 0.93]]),
+        run("autotransfer", 1, 0.92, 0.90, [[14.0, 0.92], [8.0, 0.5]]),  # in any order
+        run("autotransfer", 2, 0.85, 0.90, [[9.0, 0.85]]),  # never reached: counts as never
+        run("no-portfolio", 0, 0.95, 0.99, [[20.0, 0.95]]),
+        run("no-portfolio", 1, 0.95, 0.99, [[25.0, 0.95]]),
+        run("no-portfolio", 2, 0.80, 0.99, [[18.0, 0.8]]),
+    ]
+    (row,) = time_to_target(records, suite)
+    assert (row["target_method"], row["target"]) == ("random-search", pytest.approx(0.9))
+    assert row["autotransfer_s"] == 14.0 and row["autotransfer_reached"] == 2  # median of 12, 14, never
+    assert row["no-portfolio_s"] == 25.0 and row["no-portfolio_reached"] == 2
+    assert not row["holds"]  # 14 s is more than half of 25 s
+    faster = [dict(r, history=[[5.0, 0.95]]) if r["method"] == "autotransfer" else r for r in records]
+    assert time_to_target(faster, suite)[0]["holds"]
+    # the ablation's test mean (0.99) is the highest, but the verdict is against random search's
+    (verdict,) = anytime(records, suite)["verdicts"]
+    assert verdict["best_other"] == "random-search" and verdict["holds"]
 
 
 # the report of one search ----------------------------------------------------------------------

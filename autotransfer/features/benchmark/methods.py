@@ -52,6 +52,8 @@ class Method:
     description: str
     #: (base config, suite) -> something with ``run() -> Outcome``, opened and ready
     prepare: Callable[[SearchConfig, Suite], Any]
+    #: the search with one part taken out, to measure that part: never the baseline a verdict is against
+    ablation: bool = False
 
 
 def _open(config: SearchConfig):
@@ -77,6 +79,10 @@ def _role(config: SearchConfig, role: str) -> str:
 
 def _searching(config: SearchConfig, suite: Suite) -> EngineRun:
     return EngineRun(_open(config))
+
+
+def _without_portfolio(config: SearchConfig, suite: Suite) -> EngineRun:
+    return EngineRun(_open(replace(config, use_portfolio=False)))
 
 
 def _restricted(role: str):
@@ -174,6 +180,13 @@ METHODS: dict[str, Method] = {
             "knobs, Hyperband pruning, probe warm starts, the portfolio, within the budget; the best "
             "trial, or the greedy ensemble of the best trials where it wins on validation",
             _searching,
+        ),
+        Method(
+            "no-portfolio",
+            "the search as shipped but started from no portfolio entries (--no-portfolio): an ablation, "
+            "never a baseline; how much sooner the portfolio reaches the best baseline's accuracy",
+            _without_portfolio,
+            ablation=True,
         ),
         Method(
             "default-recipe",

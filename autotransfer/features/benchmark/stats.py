@@ -142,6 +142,55 @@ def efficiency(records: list[dict], suite: Suite) -> dict:
     return {"points": points, "verdicts": verdicts}
 
 
+def baseline(method: str, subject: str) -> bool:
+    """Whether ``method`` is one the subject's verdicts are against: not the subject, not an ablation."""
+    from .methods import METHODS
+
+    return method != subject and not METHODS[method].ablation
+
+
+def reached(history: list, target: float) -> float | None:
+    """The seconds into a run at which a finished trial's validation score first reached ``target``."""
+    return next((at for at, value in sorted(history) if value is not None and value >= target), None)
+
+
+def time_to_target(records: list[dict], suite: Suite, ablation: str = "no-portfolio") -> list[dict]:
+    """Per dataset and budget: the best baseline's mean validation score (the target), and the median
+    over seeds of the seconds the subject and ``ablation`` took to reach it (a finished trial at least
+    that good; a run that never did counts as never). Holds when the subject's median is at most half
+    the ablation's: the portfolio's head start."""
+    import statistics
+
+    subject = suite.subject
+    if subject not in suite.methods or ablation not in suite.methods:
+        return []
+    rows = []
+    for entry in suite.datasets:
+        for budget in suite.budgets or [None]:
+            runs = [r for r in records if r["dataset"] == entry["name"] and r.get("budget_s") == budget]
+            vals = {
+                m: mean([r["val_metric"] for r in runs if r["method"] == m])
+                for m in suite.methods
+                if baseline(m, subject)
+            }
+            vals = {m: v for m, v in vals.items() if v is not None}
+            if not vals:
+                continue
+            best = max(vals, key=vals.get)
+            row = {"dataset": entry["name"], "budget_s": budget, "target_method": best, "target": vals[best]}
+            for m in (subject, ablation):
+                times = [reached(r.get("history") or [], vals[best]) for r in runs if r["method"] == m]
+                row[f"{m}_s"] = (
+                    statistics.median(math.inf if t is None else t for t in times) if times else None
+                )
+                row[f"{m}_reached"] = sum(t is not None for t in times)
+                row[f"{m}_runs"] = len(times)
+            mine, theirs = row[f"{subject}_s"], row[f"{ablation}_s"]
+            row["holds"] = mine is not None and theirs is not None and mine < math.inf and mine <= theirs / 2
+            rows.append(row)
+    return rows
+
+
 def mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -197,7 +246,7 @@ def anytime(records: list[dict], suite: Suite) -> dict:
                     }
                 )
             n_test = max([r.get("n_test") or 0 for r in runs] + [0])
-            others = {m: v for m, v in means.items() if m != subject and v is not None}
+            others = {m: v for m, v in means.items() if baseline(m, subject) and v is not None}
             if others and means.get(subject) is not None:
                 best_other = max(others, key=others.get)
                 tolerance = 1 / n_test if n_test else suite.tie_tolerance
