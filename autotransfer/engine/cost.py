@@ -16,7 +16,7 @@ What the parts miss (threads, batch-size effects, Python overhead) is corrected 
 of actual to predicted seconds over the study's recent trials of the same kind: trials that train
 backbone weights and trials that train only a head on frozen features err differently (a probe's
 seconds are mostly overhead, a fine-tune's mostly backward passes), so one kind's ratio never prices
-the other below the parts (see ``CostModel.correction_for``).
+the other below the parts, nor far above them (see ``CostModel.correction_for``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ STEP_OVERHEAD = 1.5e-3
 HISTORY = 8
 #: the kinds of trial the correction is learned for apart
 FROZEN, TRAINS = "frozen", "trains"
+#: a kind with no trials of its own yet borrows the other kind's correction up to this: a probe's
+#: seconds are mostly per-trial and per-epoch overhead (on digits at 32 px its actual time was 2.8-3.1x
+#: its parts), while a fine-tune's measured parts were within 2-9% of what its first trial took; and a
+#: trial skipped on an inflated price never runs to teach its kind's own correction
+CROSS_KIND_MOST = 1.5
 
 
 @dataclass
@@ -200,22 +205,24 @@ class CostModel:
         if frozen is not None:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
-    def correction_for(self, kind: str) -> float:
+    def correction_for(self, kind: str, borrow_most: float = CROSS_KIND_MOST) -> float:
         """Actual over predicted seconds for trials of ``kind``: the median ratio of its recent trials
         long enough (a predicted second or more) for the per-trial overhead not to dominate, else of
-        all of them. With none of its kind yet, the other kind's, but never below one: probes teach
-        how slow the machine is, not that a fine-tune is cheaper than its parts."""
+        all of them. With none of its kind yet, the other kind's, but never below one (probes do not
+        teach that a fine-tune is cheaper than its parts) nor above CROSS_KIND_MOST (their overhead
+        does not make a fine-tune's measured passes three times dearer)."""
         own = self.pairs.get(kind) or []
         if own:
             long = [(p, a) for p, a in own if p >= 1.0] or own
             return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
         others = [k for k, pairs in self.pairs.items() if pairs and k != kind]
-        return max(1.0, self.correction_for(others[0])) if others else 1.0
+        return min(borrow_most, max(1.0, self.correction_for(others[0]))) if others else 1.0
 
     @property
     def correction(self) -> float:
-        """The correction for inference-like work (exporting, caching): the frozen kind's, at least one."""
-        return max(1.0, self.correction_for(FROZEN))
+        """The correction for inference-like work (exporting, caching): the frozen kind's, at least one;
+        with no probe yet, the training kind's, whole (how slow this machine runs passes right now)."""
+        return max(1.0, self.correction_for(FROZEN, borrow_most=float("inf")))
 
     @property
     def overhead(self) -> float:
