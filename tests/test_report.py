@@ -17,6 +17,7 @@ import pytest
 from conftest import cli, read_json
 from PIL import Image
 
+from autotransfer.features.benchmark.render import head_start_section
 from autotransfer.features.benchmark.stats import anytime, ranks, summarise, time_to_target
 from autotransfer.features.benchmark.suite import Suite
 from autotransfer.features.report import SECTIONS, parameter_importances
@@ -342,6 +343,12 @@ def test_the_portfolio_head_start_is_time_to_the_best_baselines_accuracy_against
     assert not row["holds"]  # 14 s is more than half of 25 s
     faster = [dict(r, history=[[5.0, 0.95]]) if r["method"] == "autotransfer" else r for r in records]
     assert time_to_target(faster, suite)[0]["holds"]
+    shown = head_start_section(suite, [row]).markdown
+    assert "14.0 s (2 of 3)" in shown and "25.0 s (2 of 3)" in shown and "FAILS" in shown
+    # a benchmark where the ablation has no run there yet: no time, no verdict, and the section renders
+    (alone,) = time_to_target([r for r in records if r["method"] != "no-portfolio"], suite)
+    assert alone["no-portfolio_s"] is None and not alone["holds"]
+    assert "| - |" in head_start_section(suite, [alone]).markdown
     # the ablation's test mean (0.99) is the highest, but the verdict is against random search's
     (verdict,) = anytime(records, suite)["verdicts"]
     assert verdict["best_other"] == "random-search" and verdict["holds"]

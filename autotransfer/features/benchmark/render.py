@@ -9,7 +9,7 @@ from .. import plots
 from ..page import Section, esc, image, md_table, render, render_markdown, table
 from .methods import METHODS
 from .runner import main_records, size_of
-from .stats import anytime, efficiency, mean, summarise, time_to_target
+from .stats import PORTFOLIO_ABLATION, anytime, efficiency, mean, summarise, time_to_target
 from .suite import Suite, size_label
 
 RUN_COLUMNS = [
@@ -317,20 +317,22 @@ def anytime_sections(suite: Suite, timed: dict) -> list[Section]:
 def head_start_section(suite: Suite, rows: list[dict]) -> Section:
     """The portfolio's head start: how soon the search, with and without it, reached the best
     baseline's validation score."""
-    subject = suite.subject
+    subject, ablation = suite.subject, PORTFOLIO_ABLATION
 
     def seconds(row: dict, method: str) -> str:
         value = row[f"{method}_s"]
-        return "never" if value == float("inf") else f"{value:.1f} s"
+        if value is None:  # no run of it at this dataset and budget
+            return "-"
+        shown = "never" if value == float("inf") else f"{value:.1f} s"
+        return f"{shown} ({row[f'{method}_reached']} of {row[f'{method}_runs']})"
 
     shown_rows = [
         {
             "dataset": r["dataset"],
             "budget_s": "-" if r["budget_s"] is None else f"{r['budget_s']:g}",
             "target": f"{r['target']:.4f} ({r['target_method']})",
-            subject: f"{seconds(r, subject)} ({r[f'{subject}_reached']} of {r[f'{subject}_runs']})",
-            "no-portfolio": f"{seconds(r, 'no-portfolio')} ({r['no-portfolio_reached']} of "
-            f"{r['no-portfolio_runs']})",
+            subject: seconds(r, subject),
+            ablation: seconds(r, ablation),
             "verdict": "holds" if r["holds"] else "FAILS",
         }
         for r in rows
@@ -345,7 +347,7 @@ def head_start_section(suite: Suite, rows: list[dict]) -> Section:
         "The portfolio's head start",
         text,
         shown_rows,
-        ["dataset", "budget_s", "target", subject, "no-portfolio", "verdict"],
+        ["dataset", "budget_s", "target", subject, ablation, "verdict"],
     )
 
 

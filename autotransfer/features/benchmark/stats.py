@@ -154,7 +154,11 @@ def reached(history: list, target: float) -> float | None:
     return next((at for at, value in sorted(history) if value is not None and value >= target), None)
 
 
-def time_to_target(records: list[dict], suite: Suite, ablation: str = "no-portfolio") -> list[dict]:
+#: the method the portfolio's head start is measured against
+PORTFOLIO_ABLATION = "no-portfolio"
+
+
+def time_to_target(records: list[dict], suite: Suite, ablation: str = PORTFOLIO_ABLATION) -> list[dict]:
     """Per dataset and budget: the best baseline's mean validation score (the target), and the median
     over seeds of the seconds the subject and ``ablation`` took to reach it (a finished trial at least
     that good; a run that never did counts as never). Holds when the subject's median is at most half
