@@ -90,7 +90,6 @@ class LoadedModel:
         return infer(
             lambda x: self.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
             encoded,
-            batch_size=128,
             device=self.device,
         )
 

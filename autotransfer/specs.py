@@ -17,6 +17,12 @@ TEXT = "text"
 PROBE = "probe"
 #: the random-init reference transfer is judged against (never searched unless asked for by name)
 REFERENCE = "reference"
+
+#: a trial's user attribute: a fixed recipe queued from outside the search (the benchmark's default
+#: recipe): never skipped for its predicted cost; it trains fewer epochs when all would not fit, and
+#: when not even one fits, as far as the budget lets it
+FIXED = "fixed"
+
 ROLES = ("", PROBE, REFERENCE)
 
 

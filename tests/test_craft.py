@@ -205,3 +205,22 @@ def test_largest_batch_that_fits(fixed_gb, per_example_mb, free_gb, expected):
     from autotransfer.training.memory import largest_batch
 
     assert largest_batch(fixed_gb * 2**30, per_example_mb * 2**20, free_gb * 2**30) == expected
+
+
+def test_inference_on_a_cpu_runs_in_passes_its_caches_hold_and_gives_the_same_outputs():
+    """The final test, ``predict`` and validation all infer in passes sized to the device: on a CPU
+    a 224 px image batch is cut to passes of 8 (a pass of 256 ran the same model 2x slower per
+    image), small inputs keep large passes; the outputs do not depend on the pass."""
+    import torch
+
+    from autotransfer.training.inference import infer
+
+    cpu = torch.device("cpu")
+    for side, expected in ((224, 8), (32, 256)):
+        images = torch.randn(300, 3, side, side)
+        passes: list[int] = []
+        pooled = infer(lambda x: x.mean((2, 3)), images, device=cpu, on_batch=passes.append)
+        assert max(passes) == expected and sum(passes) == 300
+        torch.testing.assert_close(
+            pooled, infer(lambda x: x.mean((2, 3)), images, batch_size=300, device=cpu)
+        )

@@ -518,3 +518,31 @@ def test_report_of_an_unfinished_search_with_negative_transfer(searched, tmp_pat
     assert "Transfer did NOT help: training from random weights reached 0.9900" in page.sections["verdict"]
     assert '<p class="verdict bad">' in (folder / "report.html").read_text()
     assert page.ids == list(SECTIONS)
+
+
+def test_the_default_recipe_is_one_fixed_trial_even_when_the_budget_cannot_hold_it(digits, tmp_path):
+    """Ten epochs of a full fine-tune at the backbone's 224 px cannot fit 10 s on a CPU: the recipe
+    still runs (it is not skipped for its price, and nothing else is sampled in its place) until the
+    budget stops it, and the run keeps its budget."""
+    import time
+
+    from autotransfer.config import SearchConfig
+    from autotransfer.features.benchmark.methods import METHODS
+
+    config = SearchConfig(
+        data=str(digits),
+        output=str(tmp_path / "out"),
+        budget=10,
+        device="cpu",
+        seed=0,
+        backbones=["tf_efficientnet_lite0"],
+    )
+    started = time.time()
+    outcome = METHODS["default-recipe"].prepare(config, Suite(name="recipe", datasets=[])).run()
+    assert time.time() - started < 10 + 15
+    (trial,) = trials_of(tmp_path / "out")
+    assert trial.params["strategy"] == "full-finetune" and trial.params["full-finetune.lr"] == 1e-4
+    assert trial.params["image_size"] == 224 and "skipped" not in trial.user_attrs
+    assert trial.user_attrs.get("stopped") == "budget" or trial.state.name == "COMPLETE"
+    assert trial.user_attrs.get("epochs_run", 0) < 10  # trimmed or stopped, never the ten
+    assert outcome.best is None or outcome.best["trial"] == 0

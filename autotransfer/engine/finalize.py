@@ -200,19 +200,20 @@ def accuracy(problem: Problem, probs) -> float | None:
 
 
 def test_probs(problem: Problem, model_dir: Path, preprocessing: dict):
-    """Probabilities of the exported model (as ``predict`` loads it) on the held-out test split."""
+    """Probabilities of the exported model (as ``predict`` loads it) on the held-out test split (only
+    its examples decoded: the search's decoded inputs are gone by now, and the rest are not needed)."""
+    from ..training.batches import to_device
     from ..training.inference import infer
-    from .streams import streams
 
-    if not problem.split["test"]:
+    test = problem.split["test"]
+    if not test:
         return None
     loaded = load_model(str(model_dir), device=str(problem.device), host=problem.host)
-    stream = streams(problem, preprocessing, names=("test",))["test"]
-    prepare = problem.dataset.prepare
+    dataset = problem.dataset
+    inputs = to_device(dataset.encode(list(test), preprocessing), problem.device)
     return infer(
-        lambda x: loaded.model(prepare(x, preprocessing, train=False)).float().softmax(1),
-        stream.inputs,
-        batch_size=256,
+        lambda x: loaded.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
+        inputs,
         device=problem.device,
     ).cpu()
 

@@ -13,7 +13,7 @@ import traceback
 import optuna
 
 from ..errors import OutOfTime, TrialFailed
-from ..specs import REFERENCE
+from ..specs import FIXED, REFERENCE
 from . import pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import TRAINS, CostModel, Prediction
@@ -42,7 +42,9 @@ def planned(trial: optuna.Trial, study) -> bool:
     with all its knobs when queued; before it is built its freeze depth is not known yet, so it is
     judged once built and measured (where it may still train fewer epochs), not on a guess."""
     attrs = trial.user_attrs
-    return bool(attrs.get("explore") or attrs.get("portfolio")) or first_look(trial, study)
+    return bool(attrs.get("explore") or attrs.get("portfolio") or attrs.get(FIXED)) or first_look(
+        trial, study
+    )
 
 
 class Objective:
@@ -139,6 +141,8 @@ class Objective:
             epochs = 1  # no time limit: the reference trains one epoch at least (its cap stops it after)
         if epochs == 0 and first_look(trial, self.study) and spent + prediction.total(1) < allowed:
             epochs = 1  # the first probe is the search's only fallback: it runs if one epoch may fit
+        if epochs == 0 and trial.user_attrs.get(FIXED):
+            epochs = 1  # a fixed recipe is not skipped: it trains until the budget stops it
         if epochs == 0:
             raise Skipped(
                 f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "

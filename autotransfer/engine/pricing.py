@@ -149,13 +149,15 @@ EXPORT_MARGIN_S = 2.0
 
 
 def export_seconds(problem: Problem, cost: CostModel, backbone: str, size: int | None) -> float:
-    """What exporting a trial's model takes: building it again and testing it once, with room for
-    error (the final step, which the budget must always leave time for)."""
+    """What exporting a trial's model takes: building it again, decoding the test split and testing
+    it once, with room for error (the final step, which the budget must always leave time for)."""
     shown = size_value(problem, problem.backbone_spec(backbone), size)
     rates = cost.rates_for(backbone, shown)
     forward = sum(rates.forward) if rates else 8 * 2e-3
+    decode = cost.decode.get(str(shown), 1e-3)
     n_test = len(problem.split["test"])
-    return 1.5 * cost.correction * (cost.build.get(backbone, 1.0) + n_test * forward) + EXPORT_MARGIN_S
+    work = cost.build.get(backbone, 1.0) + n_test * (decode + forward)
+    return 1.5 * cost.correction * work + EXPORT_MARGIN_S
 
 
 def prime(problem: Problem, cost: CostModel) -> None:

@@ -25,14 +25,18 @@ def infer(
     fn: Callable[[Any], torch.Tensor],
     inputs: Any,
     *,
-    batch_size: int,
+    batch_size: int | None = None,
     device: torch.device,
     precision: str = "auto",
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """``fn`` over ``inputs`` in slices of ``batch_size``, without gradients: one float tensor.
+    """``fn`` over ``inputs`` in slices of ``batch_size`` (by default the device's inference pass,
+    see ``inference_batch``), without gradients: one float tensor.
 
     ``on_batch(examples)`` runs after every slice (progress, and a budget that may stop the loop)."""
+    from .memory import inference_batch
+
+    batch_size = batch_size or inference_batch(inputs, device)
     outputs = []
     n = count(inputs)
     for start in range(0, n, batch_size):

@@ -35,6 +35,14 @@ def cpu_pass_size(elements_per_example: int, cap: int, floor: int = 8) -> int:
     return max(min(floor, cap), min(cap, 1 << (fits.bit_length() - 1)))
 
 
+def inference_batch(inputs, device, cap: int = 256) -> int:
+    """Examples per inference pass: ``cap`` on a GPU; on a CPU sized to its caches, since a pass
+    outgrowing them is slower per example (see ``CPU_PASS_ELEMENTS``)."""
+    if device.type == "cuda":
+        return cap
+    return cpu_pass_size(elements_per_example(inputs), cap)
+
+
 def elements_per_example(inputs) -> int:
     """Input elements of one example (a dict of tensors counts them all)."""
     tensors = inputs.values() if isinstance(inputs, dict) else [inputs]

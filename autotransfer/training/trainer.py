@@ -22,7 +22,14 @@ from ..strategy import Plan, freeze_norm_statistics
 from .batches import count, part, take
 from .cache import Cache
 from .inference import autocast_for, infer
-from .memory import MemoryModel, available_bytes, cpu_pass_size, elements_per_example, measure_step
+from .memory import (
+    MemoryModel,
+    available_bytes,
+    cpu_pass_size,
+    elements_per_example,
+    inference_batch,
+    measure_step,
+)
 
 
 @dataclass
@@ -67,7 +74,7 @@ class TrainConfig:
         its caches (see ``cpu_pass_size``)."""
         if self.device.type == "cuda":
             return self.micro_batch or max(self.batch_size, 256)
-        return cpu_pass_size(elements_per_example(inputs), 256)
+        return inference_batch(inputs, self.device)
 
 
 class Monitor:

@@ -13,7 +13,7 @@ import optuna
 
 from ...config import SearchConfig
 from ...errors import UserError
-from ...specs import PROBE, REFERENCE
+from ...specs import FIXED, PROBE, REFERENCE
 from .suite import Suite
 
 
@@ -100,7 +100,9 @@ def _random(config: SearchConfig, suite: Suite) -> EngineRun:
 
 def _recipe(config: SearchConfig, suite: Suite, backbone: str | None = None) -> EngineRun:
     """The fixed recipe: one trial of the suite's ``recipe`` (by default a full fine-tune with AdamW
-    at 1e-4, cosine, batch 32, weight decay 0.01) at the backbone's own resolution."""
+    at 1e-4, cosine, batch 32, weight decay 0.01) at the backbone's own resolution. It is never
+    skipped: under a budget it trains the epochs that fit, or until the budget stops it (keeping its
+    best finished epoch; none finished, the method has no result)."""
     recipe = suite.recipe
     strategy = recipe["strategy"]
     config = replace(
@@ -130,7 +132,7 @@ def _recipe(config: SearchConfig, suite: Suite, backbone: str | None = None) -> 
     }
     if problem.input_sizes:
         params[problem.task.size_key] = max(problem.input_sizes)
-    search.study.study.enqueue_trial(params)
+    search.study.study.enqueue_trial(params, user_attrs={FIXED: True})
     return EngineRun(search)
 
 
