@@ -107,6 +107,36 @@ def test_the_correction_is_learned_per_kind_and_probes_never_price_a_fine_tune_b
     assert slow.predict(query()).correction == pytest.approx(2.5)  # once seen, its own, however dear
 
 
+def test_a_strategy_is_corrected_by_its_own_trials_before_its_kinds():
+    """Strategies that train weights err apart: on digits a LoRA epoch took 1.3-1.7x its parts and a
+    partial fine-tune's 0.4x; one ratio for both priced LoRA at 69 s where it took 120 s and the
+    fine-tunes at three times theirs. Each strategy's own trials correct it; one not yet run takes
+    its kind's."""
+    cost, _ = model_with({("b", "64"): FOUR})
+    for predicted in (2.0, 3.0):
+        cost.observe(predicted, 1.7 * predicted, kind=TRAINS, strategy="lora")
+    for predicted in (2.0, 3.0, 4.0):
+        cost.observe(predicted, 0.4 * predicted, kind=TRAINS, strategy="partial-finetune")
+    assert cost.predict(query(strategy="lora")).correction == pytest.approx(1.7)
+    assert cost.predict(query(strategy="partial-finetune")).correction == pytest.approx(0.4)
+    kind = cost.predict(query(strategy="bitfit")).correction  # never run: the kind's five trials
+    assert kind == pytest.approx(0.4) and cost.predict(query()).correction == kind
+
+
+def test_a_sequence_length_not_measured_yet_is_priced_as_its_length_grows_not_as_pixels():
+    """A text task's size is a sequence length: a pass grows with it, not with its square (from
+    MiniLM's 32- and 64-token rates, the square priced 256 tokens at 3.6 times their measure)."""
+    at32 = Rates(forward=[0.004], backward=2.0, params=[10], head_params=5)
+    at64 = Rates(forward=[0.010], backward=2.0, params=[10], head_params=5)
+    text = CostModel("cpu", {}, lambda key, value: None, size_power=1.0)
+    image = CostModel("cpu", {}, lambda key, value: None)
+    for cost in (text, image):
+        cost.remember_rates("b", 32, at32)
+        cost.remember_rates("b", 64, at64)
+    assert sum(text.rates_for("b", 256).forward) == pytest.approx(0.010 * 4)  # linear from 64
+    assert sum(image.rates_for("b", 256).forward) > 3 * sum(text.rates_for("b", 256).forward)
+
+
 def test_measurements_are_remembered_in_the_study_and_read_back():
     cost, store = model_with({("org/model:cls", "128"): FOUR})
     cost.remember_build("org/model:cls", 1.5)

@@ -234,3 +234,27 @@ def test_an_entry_skipped_once_built_is_queued_again_smaller(digits, tmp_path):
         assert requeue_smaller(problem, study, smallest) is None  # a sampler's trial is not queued again
     finally:
         problem.close()
+
+
+def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own(digits, tmp_path):
+    """A fine-tune's first epoch is mostly warm-up: an entry that fits one epoch at its own resolution
+    but two at a smaller one runs at the largest smaller resolution where two fit."""
+    from autotransfer.engine import pricing
+    from autotransfer.engine.cost import CostModel
+
+    problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
+    try:
+        cost = CostModel("cpu", {}, lambda key, value: None)
+        pricing.prime(problem, cost)
+        estimate = lambda params: pricing.estimate(problem, cost, params)  # noqa: E731
+        sizes = problem.input_sizes
+        params = {"backbone": "tf_efficientnet_lite0", "strategy": "lora", "epochs": 3, "batch_size": 32}
+        params["image_size"] = sizes[-1]
+        seconds = 1.05 * estimate({**params, "epochs": 1})
+        assert estimate({**params, "epochs": 2}) > seconds  # one epoch fits at its own resolution
+        fitted, spent = portfolio.within(problem, params, estimate, seconds)
+        assert fitted["image_size"] < sizes[-1] and fitted["epochs"] >= 2 and spent <= seconds
+        larger = [size for size in sizes if size > fitted["image_size"]]
+        assert all(estimate({**params, "image_size": size, "epochs": 2}) > seconds for size in larger)
+    finally:
+        problem.close()

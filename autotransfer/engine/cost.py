@@ -13,7 +13,8 @@ Forward time per layer group and the backward/forward ratio come from a few time
 first time a backbone runs at a resolution (``measure_rates``); they are remembered in the study
 (user attributes ``cost|DEVICE|...``), so resumed runs and other workers on the same device share them.
 What the parts miss (threads, batch-size effects, Python overhead) is corrected by the median ratio
-of actual to predicted seconds over the study's recent trials of the same kind: trials that train
+of actual to predicted seconds over the study's recent trials of the same strategy, else of the same
+kind: trials that train
 backbone weights and trials that train only a head on frozen features err differently (a probe's
 seconds are mostly overhead, a fine-tune's mostly backward passes), so one kind's ratio never prices
 the other below the parts, nor far above them (see ``CostModel.correction_for``).
@@ -85,6 +86,8 @@ class Query:
     extra_streams: int = 0
     #: backbone parameters the trial trains (None: every one past the frozen prefix)
     trainable_params: int | None = None
+    #: the strategy's name: its own trials correct its price before its kind's do
+    strategy: str = ""
 
     #: examples whose frozen activations are computed once (train, validation, extra streams)
     n_cached_inputs: int = 0
@@ -130,14 +133,23 @@ class CostModel:
     """Measured rates plus the study's own history; ``save(key, value)`` remembers a measurement
     in the study, ``saved`` holds those already there."""
 
-    def __init__(self, device_kind: str, saved: dict[str, Any], save: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self,
+        device_kind: str,
+        saved: dict[str, Any],
+        save: Callable[[str, Any], None],
+        size_power: float = 2.0,
+    ) -> None:
         self.device = device_kind
+        #: how a pass's time grows with the size (the task's ``size_power``: 2 for an image's side)
+        self.size_power = size_power
         self._save = save
         self.rates: dict[tuple[str, str], Rates] = {}
         self.build: dict[str, float] = {}
         self.decode: dict[str, float] = {}
         self.step_per_param = 2e-9
         self.pairs: dict[str, list[tuple[float, float]]] = {FROZEN: [], TRAINS: []}
+        self.by_strategy: dict[str, list[tuple[float, float]]] = {}
         self.frozen_by_strategy: dict[str, list[int]] = {}
         #: what was measured on this device ("optimizer"), so it is measured once
         self.measured: set[str] = set()
@@ -196,22 +208,33 @@ class CostModel:
         timings.clear()
 
     def observe(
-        self, predicted: float, actual: float, frozen: tuple[str, int] | None = None, kind: str = TRAINS
+        self,
+        predicted: float,
+        actual: float,
+        frozen: tuple[str, int] | None = None,
+        kind: str = TRAINS,
+        strategy: str = "",
     ) -> None:
-        """A finished trial: its predicted and actual seconds (for the same epochs), its kind, and the
-        frozen prefix its strategy chose."""
+        """A finished trial: its predicted and actual seconds (for the same epochs), its kind, its
+        strategy and the frozen prefix that strategy chose."""
         if predicted > 0 and actual > 0:
             self.pairs[kind] = (self.pairs.get(kind, []) + [(predicted, actual)])[-HISTORY:]
+            if strategy:
+                kept = self.by_strategy.get(strategy, [])
+                self.by_strategy[strategy] = (kept + [(predicted, actual)])[-HISTORY:]
         if frozen is not None:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
-    def correction_for(self, kind: str, borrow_most: float = CROSS_KIND_MOST) -> float:
-        """Actual over predicted seconds for trials of ``kind``: the median ratio of its recent trials
-        long enough (a predicted second or more) for the per-trial overhead not to dominate, else of
-        all of them. With none of its kind yet, the other kind's, but never below one (probes do not
-        teach that a fine-tune is cheaper than its parts) nor above CROSS_KIND_MOST (their overhead
-        does not make a fine-tune's measured passes three times dearer)."""
-        own = self.pairs.get(kind) or []
+    def correction_for(self, kind: str, borrow_most: float = CROSS_KIND_MOST, strategy: str = "") -> float:
+        """Actual over predicted seconds for trials of ``strategy``, else of its ``kind``: the median
+        ratio of their recent trials long enough (a predicted second or more) for the per-trial
+        overhead not to dominate, else of all of them. Strategies of a kind err apart (on digits a LoRA
+        epoch took 1.3-1.7x its parts while a partial fine-tune's took 0.4x, so their shared ratio
+        priced each wrong): a strategy's own trials count first. With none of its kind yet, the other
+        kind's, but never below one (probes do not teach that a fine-tune is cheaper than its parts)
+        nor above CROSS_KIND_MOST (their overhead does not make a fine-tune's measured passes three
+        times dearer)."""
+        own = self.by_strategy.get(strategy) or self.pairs.get(kind) or []
         if own:
             long = [(p, a) for p, a in own if p >= 1.0] or own
             return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
@@ -247,7 +270,7 @@ class CostModel:
             nearest = sorted(same, key=lambda item: abs(item[0] - side))[:2]
             if len(nearest) == 1:  # one size measured: grow as another backbone measured at two does
                 nearest = nearest + self._growth_reference(backbone)
-            return _scaled(nearest, side)
+            return _scaled(nearest, side, self.size_power)
         others = [r for (b, s), r in self.rates.items() if str(s) == str(size)]
         if others:
             return sorted(others, key=lambda r: sum(r.forward))[len(others) // 2]
@@ -306,29 +329,29 @@ class CostModel:
         return Prediction(
             fixed=build + decode + cache,
             per_epoch=per_epoch,
-            correction=self.correction_for(kind),
+            correction=self.correction_for(kind, strategy=query.strategy),
             overhead=self.overhead,
             parts=parts,
             kind=kind,
         )
 
 
-def _scaled(measured: list, side: float) -> Rates:
+def _scaled(measured: list, side: float, power: float = 2.0) -> Rates:
     """Rates at ``side`` from the nearest measured size, each layer group scaled as the whole
-    backbone's forward time grows: ``a + b * side**2`` through two measured sizes (the total, less
+    backbone's forward time grows: ``a + b * side**power`` through two measured sizes (the total, less
     noisy than each group's), through another backbone's two sizes (a ``("growth", [...])`` item), or
-    proportional to ``side**2`` without either. Never more than proportional to the pixels, never
-    less than to the side."""
+    proportional to ``side**power`` without either (``power``: 2 for an image's side, its pixels).
+    Never more than proportional to ``side**power``, never less than to the side."""
     (s1, r1) = measured[0]
-    scale = (side / s1) ** 2 if s1 > 0 else 1.0
+    scale = (side / s1) ** power if s1 > 0 else 1.0
     if len(measured) > 1:
         first, second = measured[1][1] if measured[1][0] == "growth" else [measured[0], measured[1]]
         (a1, ra), (a2, rb) = first, second
         t1, t2 = sum(ra.forward), sum(rb.forward)
         if a1 != a2 and t1 > 0:
-            b = max(0.0, (t2 - t1) / (a2**2 - a1**2))
-            a = t1 - b * a1**2
-            at = lambda x: a + b * x**2  # noqa: E731
+            b = max(0.0, (t2 - t1) / (a2**power - a1**power))
+            a = t1 - b * a1**power
+            at = lambda x: a + b * x**power  # noqa: E731
             grown = at(side) / at(s1) if at(s1) > 0 else scale
             # between growing with the side (work per pixel hidden by overhead at both sizes measured,
             # or noise) and growing with the pixels

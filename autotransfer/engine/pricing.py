@@ -80,6 +80,7 @@ def query_from_params(problem: Problem, cost: CostModel, params: dict) -> Query 
         n_decoded_inputs=n["n_all"],
         inputs_ready=inputs_ready(problem, preprocessing),
         boundary_ready=boundary,
+        strategy=strategy.name if strategy is not None else "",
     )
 
 
@@ -105,7 +106,7 @@ def trained_backbone_params(trainer) -> int:
     return sum(p.numel() for g in trainer.plan.param_groups for p in g["params"] if id(p) in backbone)
 
 
-def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any) -> Query:
+def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any, strategy: str = "") -> Query:
     """After building: the trainer knows its frozen prefix, what it caches and what is cached."""
     n = counts(problem)
     cached = trainer.cached_depth > 0
@@ -127,10 +128,13 @@ def query_from_trainer(problem: Problem, trainer, backbone: str, size: Any) -> Q
         and trainer.activations is not None
         and trainer.boundary_key(trainer.train) in trainer.activations,
         built=True,
+        strategy=strategy,
     )
 
 
-def price_built_trial(problem: Problem, cost: CostModel, trainer, backbone: str, size: Any) -> Prediction:
+def price_built_trial(
+    problem: Problem, cost: CostModel, trainer, backbone: str, size: Any, strategy: str = ""
+) -> Prediction:
     """Measure what is unknown about this backbone at this size (a few timed batches), then predict."""
     if not cost.knows(backbone, size):
         rates = measure_rates(
@@ -141,7 +145,7 @@ def price_built_trial(problem: Problem, cost: CostModel, trainer, backbone: str,
             trainer.config.device,
         )
         cost.remember_rates(backbone, size, rates)
-    return cost.predict(query_from_trainer(problem, trainer, backbone, size))
+    return cost.predict(query_from_trainer(problem, trainer, backbone, size, strategy))
 
 
 #: the export's reserve beyond its prediction: writing files, the process ending

@@ -71,7 +71,9 @@ class Search:
     def __init__(self, problem: Problem, study: SearchStudy, clock: Clock) -> None:
         self.problem, self.study, self.clock = problem, study, clock
         config = problem.config
-        self.cost = CostModel(device_kind(problem.device), study.costs(), study.remember)
+        self.cost = CostModel(
+            device_kind(problem.device), study.costs(), study.remember, size_power=problem.task.size_power
+        )
         self.pace = Pacing(problem, study, self.cost, clock)
         for trial in study.trials():
             observe(self.cost, trial)

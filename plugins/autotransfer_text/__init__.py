@@ -430,5 +430,6 @@ def register_tasks(register):
             layouts=("DATA.csv|.tsv|.jsonl with text and label columns", "DATA/CLASS_NAME/TEXT_FILE.txt"),
             size_key="max_length",
             input_sizes=input_sizes,
+            size_power=1.0,
         )
     )
