@@ -11,6 +11,20 @@ from conftest import FAST, cli, problem_for, read_json
 from autotransfer.engine import portfolio
 
 
+@pytest.fixture
+def priced(digits, tmp_path):
+    """A digits problem searched at every resolution on Lite0, and its cost model's price of a
+    parameter set (the device primed, as a search primes it)."""
+    from autotransfer.engine import pricing
+    from autotransfer.engine.cost import CostModel
+
+    problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
+    cost = CostModel("cpu", {}, lambda key, value: None)
+    pricing.prime(problem, cost)
+    yield problem, lambda params: pricing.estimate(problem, cost, params)
+    problem.close()
+
+
 @pytest.fixture(scope="module")
 def built(digits_search, tmp_path_factory):
     """A portfolio built, as a user builds one, from a real finished search."""
@@ -175,34 +189,25 @@ def test_bad_portfolio_sources_are_one_line_errors(digits, tmp_path):
     assert result.output.startswith(f"error: --portfolio {bad}: not a portfolio file")
 
 
-def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(digits, tmp_path):
+def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(priced):
     """A cheaper fidelity of the same configuration: when not one epoch fits at the entry's
     resolution, the largest smaller searched resolution where one does."""
-    from autotransfer.engine import pricing
-    from autotransfer.engine.cost import CostModel
-
-    problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
-    try:
-        cost = CostModel("cpu", {}, lambda key, value: None)
-        pricing.prime(problem, cost)
-        estimate = lambda params: pricing.estimate(problem, cost, params)  # noqa: E731
-        sizes = problem.input_sizes
-        params = {
-            "backbone": "tf_efficientnet_lite0",
-            "strategy": "full-finetune",
-            "epochs": 3,
-            "batch_size": 32,
-            "image_size": sizes[-1],
-        }
-        small = estimate({**params, "image_size": sizes[0], "epochs": 1})
-        assert estimate({**params, "epochs": 1}) > 1.2 * small
-        fitted, seconds = portfolio.within(problem, params, estimate, 1.1 * small)
-        assert fitted["image_size"] < sizes[-1] and seconds <= 1.1 * small
-        larger = [size for size in sizes if size > fitted["image_size"]]
-        assert all(estimate({**params, "image_size": size, "epochs": 1}) > 1.1 * small for size in larger)
-        assert portfolio.within(problem, params, estimate, 0.5 * small) == (None, 0.0)
-    finally:
-        problem.close()
+    problem, estimate = priced
+    sizes = problem.input_sizes
+    params = {
+        "backbone": "tf_efficientnet_lite0",
+        "strategy": "full-finetune",
+        "epochs": 3,
+        "batch_size": 32,
+        "image_size": sizes[-1],
+    }
+    small = estimate({**params, "image_size": sizes[0], "epochs": 1})
+    assert estimate({**params, "epochs": 1}) > 1.2 * small
+    fitted, seconds = portfolio.within(problem, params, estimate, 1.1 * small)
+    assert fitted["image_size"] < sizes[-1] and seconds <= 1.1 * small
+    larger = [size for size in sizes if size > fitted["image_size"]]
+    assert all(estimate({**params, "image_size": size, "epochs": 1}) > 1.1 * small for size in larger)
+    assert portfolio.within(problem, params, estimate, 0.5 * small) == (None, 0.0)
 
 
 def test_an_entry_skipped_once_built_is_queued_again_smaller(digits, tmp_path):
@@ -236,25 +241,16 @@ def test_an_entry_skipped_once_built_is_queued_again_smaller(digits, tmp_path):
         problem.close()
 
 
-def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own(digits, tmp_path):
+def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own(priced):
     """A fine-tune's first epoch is mostly warm-up: an entry that fits one epoch at its own resolution
     but two at a smaller one runs at the largest smaller resolution where two fit."""
-    from autotransfer.engine import pricing
-    from autotransfer.engine.cost import CostModel
-
-    problem = problem_for(digits, tmp_path, max_epochs=3, backbones=["tf_efficientnet_lite0"])
-    try:
-        cost = CostModel("cpu", {}, lambda key, value: None)
-        pricing.prime(problem, cost)
-        estimate = lambda params: pricing.estimate(problem, cost, params)  # noqa: E731
-        sizes = problem.input_sizes
-        params = {"backbone": "tf_efficientnet_lite0", "strategy": "lora", "epochs": 3, "batch_size": 32}
-        params["image_size"] = sizes[-1]
-        seconds = 1.05 * estimate({**params, "epochs": 1})
-        assert estimate({**params, "epochs": 2}) > seconds  # one epoch fits at its own resolution
-        fitted, spent = portfolio.within(problem, params, estimate, seconds)
-        assert fitted["image_size"] < sizes[-1] and fitted["epochs"] >= 2 and spent <= seconds
-        larger = [size for size in sizes if size > fitted["image_size"]]
-        assert all(estimate({**params, "image_size": size, "epochs": 2}) > seconds for size in larger)
-    finally:
-        problem.close()
+    problem, estimate = priced
+    sizes = problem.input_sizes
+    params = {"backbone": "tf_efficientnet_lite0", "strategy": "lora", "epochs": 3, "batch_size": 32}
+    params["image_size"] = sizes[-1]
+    seconds = 1.05 * estimate({**params, "epochs": 1})
+    assert estimate({**params, "epochs": 2}) > seconds  # one epoch fits at its own resolution
+    fitted, spent = portfolio.within(problem, params, estimate, seconds)
+    assert fitted["image_size"] < sizes[-1] and fitted["epochs"] >= 2 and spent <= seconds
+    larger = [size for size in sizes if size > fitted["image_size"]]
+    assert all(estimate({**params, "image_size": size, "epochs": 2}) > seconds for size in larger)
