@@ -134,15 +134,10 @@ class CostModel:
     in the study, ``saved`` holds those already there."""
 
     def __init__(
-        self,
-        device_kind: str,
-        saved: dict[str, Any],
-        save: Callable[[str, Any], None],
-        size_power: float = 2.0,
+        self, device_kind: str, saved: dict, save: Callable[[str, Any], None], size_power=2.0
     ) -> None:
         self.device = device_kind
-        #: how a pass's time grows with the size (the task's ``size_power``: 2 for an image's side)
-        self.size_power = size_power
+        self.size_power = size_power  # how a pass's time grows with the size (the task's size_power)
         self._save = save
         self.rates: dict[tuple[str, str], Rates] = {}
         self.build: dict[str, float] = {}
@@ -208,12 +203,7 @@ class CostModel:
         timings.clear()
 
     def observe(
-        self,
-        predicted: float,
-        actual: float,
-        frozen: tuple[str, int] | None = None,
-        kind: str = TRAINS,
-        strategy: str = "",
+        self, predicted: float, actual: float, frozen=None, kind: str = TRAINS, strategy: str = ""
     ) -> None:
         """A finished trial: its predicted and actual seconds (for the same epochs), its kind, its
         strategy and the frozen prefix that strategy chose."""
@@ -226,14 +216,11 @@ class CostModel:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
     def correction_for(self, kind: str, borrow_most: float = CROSS_KIND_MOST, strategy: str = "") -> float:
-        """Actual over predicted seconds for trials of ``strategy``, else of its ``kind``: the median
-        ratio of their recent trials long enough (a predicted second or more) for the per-trial
-        overhead not to dominate, else of all of them. Strategies of a kind err apart (on digits a LoRA
-        epoch took 1.3-1.7x its parts while a partial fine-tune's took 0.4x, so their shared ratio
-        priced each wrong): a strategy's own trials count first. With none of its kind yet, the other
-        kind's, but never below one (probes do not teach that a fine-tune is cheaper than its parts)
-        nor above CROSS_KIND_MOST (their overhead does not make a fine-tune's measured passes three
-        times dearer)."""
+        """Actual over predicted seconds for trials of ``strategy``, else of its ``kind`` (a LoRA epoch
+        took 1.3-1.7x its parts, a partial fine-tune's 0.4x): the median ratio of their recent trials
+        long enough (a predicted second or more) for overhead not to dominate, else of all. With none
+        of its kind yet, the other kind's, but never below one (probes do not teach that a fine-tune is
+        cheaper than its parts) nor above CROSS_KIND_MOST (nor three times dearer)."""
         own = self.by_strategy.get(strategy) or self.pairs.get(kind) or []
         if own:
             long = [(p, a) for p, a in own if p >= 1.0] or own

@@ -37,6 +37,15 @@ def first_look(trial: optuna.Trial, study) -> bool:
     return trial.number == 0 and study.best() is None
 
 
+def export_extra(problem: Problem, cost: CostModel, clock: Clock, trial: optuna.Trial) -> float:
+    """Should this trial win, exporting it may cost more than the reserve kept: leave room for that."""
+    backbone = trial.params.get("backbone")
+    if clock.budget is None or backbone is None:
+        return 0.0
+    size = trial.params.get(problem.task.size_key or "")
+    return max(0.0, pricing.export_seconds(problem, cost, backbone, size) - clock.reserve)
+
+
 def planned(trial: optuna.Trial, study) -> bool:
     """A trial the search planned itself (a first look, a portfolio entry, its first probe) was priced
     with all its knobs when queued; before it is built its freeze depth is not known yet, so it is
@@ -80,21 +89,13 @@ class Objective:
     def allowed(self, trial: optuna.Trial, started: float) -> float:
         """Seconds this trial may take from ``started``: what the budget leaves (at most a share of
         it), and the reference's cap."""
-        allowed = self.clock.trials_left() + (time.time() - started) - self.export_extra(trial)
+        extra = export_extra(self.problem, self.cost, self.clock, trial)
+        allowed = self.clock.trials_left() + (time.time() - started) - extra
         if self.clock.budget is not None and self.study.best() is not None:
             # once something is found, no single trial may bet more than a share of the budget
             allowed = min(allowed, TRIAL_SHARE * self.clock.budget)
-
         cap = trial.user_attrs.get("cost_cap_s")
         return min(allowed, cap) if cap is not None else allowed
-
-    def export_extra(self, trial: optuna.Trial) -> float:
-        """Should this trial win, exporting it may cost more than the reserve kept: leave room for that."""
-        backbone = trial.params.get("backbone")
-        if self.clock.budget is None or backbone is None:
-            return 0.0
-        size = trial.params.get(self.problem.task.size_key or "")
-        return max(0.0, pricing.export_seconds(self.problem, self.cost, backbone, size) - self.clock.reserve)
 
     def _run(self, trial: optuna.Trial, role: str, started: float) -> float:
         choices = with_knobs(self.problem, trial, choose(self.problem, trial, role))
@@ -125,10 +126,9 @@ class Objective:
         return metric
 
     def _plan(self, trial, trainer, choices: Choices, started: float) -> tuple[Prediction, int, float]:
-        """Predict the built trial; fewer epochs when all would not fit, skipped when none does.
-        Returns the prediction, the epochs and the seconds the trial may take, priced again now that
-        its resolution is measured (before, its export's room is priced from rates not measured yet:
-        a 256-token MiniLM's took 61 s of the 105 s left to a fine-tune, 16 s once measured)."""
+        """Predict the built trial; fewer epochs when all would not fit, skipped when none does. Its
+        allowance is priced again, its resolution now measured (a 256-token MiniLM's export room, 61 s
+        unmeasured, is 16 s measured)."""
         prediction = pricing.price_built_trial(
             self.problem,
             self.cost,
