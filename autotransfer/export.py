@@ -79,13 +79,15 @@ class LoadedModel:
         ]
         return Predictions(rows, dataset.notes)
 
-    def probabilities(self, dataset):
-        """Class probabilities of every item of ``dataset`` (a task's unlabelled dataset)."""
+    def probabilities(self, dataset, indices: list[int] | None = None):
+        """Class probabilities of the items of ``dataset`` at ``indices`` (default: every one; only
+        those are decoded)."""
         from .training.batches import to_device
         from .training.inference import infer
 
         preprocessing = self.config["preprocessing"]
-        encoded = to_device(dataset.encode(list(range(len(dataset))), preprocessing), self.device)
+        indices = list(range(len(dataset))) if indices is None else list(indices)
+        encoded = to_device(dataset.encode(indices, preprocessing), self.device)
         self.model.eval()
         return infer(
             lambda x: self.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
@@ -101,8 +103,8 @@ class LoadedEnsemble(LoadedModel):
 
     members: list[tuple[float, LoadedModel]] = field(default_factory=list)
 
-    def probabilities(self, dataset):
-        return sum(weight * member.probabilities(dataset) for weight, member in self.members)
+    def probabilities(self, dataset, indices: list[int] | None = None):
+        return sum(weight * member.probabilities(dataset, indices) for weight, member in self.members)
 
 
 def load_model(

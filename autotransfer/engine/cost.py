@@ -33,9 +33,10 @@ from typing import Any
 #: ``cpu_pass_size``), a GPU a batch big enough to fill it
 PROBE_EXAMPLES = 32
 GPU_PROBE_EXAMPLES = 64
-#: when nothing is known yet: seconds per example per group, seconds to build
+#: when nothing is known yet: seconds per example per group, seconds to build, seconds to decode an example
 UNKNOWN_FORWARD = 2e-3
 UNKNOWN_BUILD = 1.0
+UNKNOWN_DECODE = 1e-3
 #: per optimiser step, beyond the parameters' update: Python, the scheduler, zeroing gradients
 STEP_OVERHEAD = 1.5e-3
 #: the correction looks at this many recent trials of a kind
@@ -276,6 +277,10 @@ class CostModel:
         ]
         return [("growth", twice[0])] if twice else []
 
+    def decode_seconds(self, size: Any) -> float:
+        """Seconds to decode one example at ``size``, as measured (a guess until then)."""
+        return self.decode.get(str(size), UNKNOWN_DECODE)
+
     def knows_backbone(self, backbone: str) -> bool:
         """Measured at some size: predictions for it are grounded, not guesses."""
         return any(b == backbone for b, _ in self.rates)
@@ -307,9 +312,7 @@ class CostModel:
         step = STEP_OVERHEAD + self.step_per_param * (trainable + head)
         per_epoch = query.n_train * train_example + query.n_eval * eval_example + steps * step
         build = 0.0 if query.built else self.build.get(query.backbone, UNKNOWN_BUILD)
-        decode = (
-            0.0 if query.inputs_ready else self.decode.get(str(query.size), 1e-3) * query.n_decoded_inputs
-        )
+        decode = 0.0 if query.inputs_ready else self.decode_seconds(query.size) * query.n_decoded_inputs
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
         parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
         kind = TRAINS if trainable > 0 else FROZEN

@@ -35,7 +35,7 @@ def finalize(
         return None
     out = problem.config.out_dir
     info = export_model(problem, best, out / "checkpoints", out / "model")
-    probs = test_probs(problem, out / "model", info["preprocessing"])
+    probs = test_probs(problem, out / "model")
     record = best_record(problem, study.study, best, info, accuracy(problem, probs))
     # the best trial's own numbers, whether or not an ensemble replaces them at the top level
     record["single"] = {k: record[k] for k in ("trial", "val_metric", "test_metric")}
@@ -114,7 +114,7 @@ def write_ensemble(problem: Problem, chosen: list, best_number: int, best_probs,
             info, probs = json.loads((out / "model" / CONFIG).read_text()), best_probs
         else:
             info = export_model(problem, member.trial, out / "checkpoints", staging / folder)
-            probs = test_probs(problem, staging / folder, info["preprocessing"])
+            probs = test_probs(problem, staging / folder)
         if probs is not None:
             total = member.weight * probs if total is None else total + member.weight * probs
         rows.append((folder, round(member.weight, 4), member.trial.number, info))
@@ -199,23 +199,14 @@ def accuracy(problem: Problem, probs) -> float | None:
     return int((probs.argmax(1).cpu() == labels).sum()) / len(labels)
 
 
-def test_probs(problem: Problem, model_dir: Path, preprocessing: dict):
-    """Probabilities of the exported model (as ``predict`` loads it) on the held-out test split (only
-    its examples decoded: the search's decoded inputs are gone by now, and the rest are not needed)."""
-    from ..training.batches import to_device
-    from ..training.inference import infer
-
+def test_probs(problem: Problem, model_dir: Path):
+    """Probabilities of the exported model (as ``predict`` loads it) on the held-out test split, only
+    its examples decoded (the search's decoded inputs are gone by now)."""
     test = problem.split["test"]
     if not test:
         return None
     loaded = load_model(str(model_dir), device=str(problem.device), host=problem.host)
-    dataset = problem.dataset
-    inputs = to_device(dataset.encode(list(test), preprocessing), problem.device)
-    return infer(
-        lambda x: loaded.model(dataset.prepare(x, preprocessing, train=False)).float().softmax(1),
-        inputs,
-        device=problem.device,
-    ).cpu()
+    return loaded.probabilities(problem.dataset, test).cpu()
 
 
 def best_record(

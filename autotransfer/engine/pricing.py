@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 from ..specs import PROBE, REFERENCE
-from .cost import PROBE_EXAMPLES, CostModel, Prediction, Query, measure_optimizer, measure_rates
+from .cost import (
+    PROBE_EXAMPLES,
+    UNKNOWN_BUILD,
+    UNKNOWN_FORWARD,
+    CostModel,
+    Prediction,
+    Query,
+    measure_optimizer,
+    measure_rates,
+)
 from .problem import Problem
 from .streams import TARGET_SAMPLE, inputs_ready, preprocessing_key
 
@@ -157,10 +166,9 @@ def export_seconds(problem: Problem, cost: CostModel, backbone: str, size: int |
     it once, with room for error (the final step, which the budget must always leave time for)."""
     shown = size_value(problem, problem.backbone_spec(backbone), size)
     rates = cost.rates_for(backbone, shown)
-    forward = sum(rates.forward) if rates else 8 * 2e-3
-    decode = cost.decode.get(str(shown), 1e-3)
+    forward = sum(rates.forward) if rates else 8 * UNKNOWN_FORWARD
     n_test = len(problem.split["test"])
-    work = cost.build.get(backbone, 1.0) + n_test * (decode + forward)
+    work = cost.build.get(backbone, UNKNOWN_BUILD) + n_test * (cost.decode_seconds(shown) + forward)
     return 1.5 * cost.correction * work + EXPORT_MARGIN_S
 
 
