@@ -55,7 +55,8 @@ class SearchConfig:
     #: rank backbones with LogME to order the first trials
     rank: bool = True
     pruning: bool = True
-    #: "tpe" (the search), or "random": plain random search with no warm-start trials (a baseline)
+    #: "tpe" (the search), or "random": plain random search with no warm-start trials and no trial
+    #: trained on (a baseline)
     sampler: str = "tpe"
     #: run the random-init reference once, at the cost of a median transfer trial, to tell whether
     #: transfer helped

@@ -14,7 +14,7 @@ import optuna
 
 from ..errors import OutOfTime, TrialFailed
 from ..specs import FIXED, REFERENCE
-from . import pricing
+from . import extend, pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import TRAINS, CostModel, Prediction
 from .problem import Problem
@@ -118,7 +118,9 @@ class Objective:
         who = f"{info.backbone} / {info.strategy}"
         deadline = None if allowed == float("inf") else started + allowed
         trainer.monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline)
+        fit_started = time.time()
         metric, trainer = self._fit(trial, trainer, role, choices)
+        metric = extend.train_on(trial, trainer, self, fit_started, ends)
         if ends:
             trial.set_user_attr("epochs_end_s", round(ends[-1] - started, 2))
         self._record(trial, trainer)

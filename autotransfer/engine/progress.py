@@ -88,6 +88,10 @@ class Progress:
             value = f"{self.metric}={trial.value:.4f}"
             if attrs.get("stopped"):
                 value += f" (stopped by {attrs['stopped']} after epoch {attrs.get('epochs_run')})"
+            if attrs.get("continued"):
+                value += " (trained on, epochs {from} -> {to}: still the best and improving)".format(
+                    **attrs["continued"]
+                )
         else:
             value = (
                 attrs.get("skipped")

@@ -36,6 +36,8 @@ def origin(attrs: dict) -> str:
         return f"portfolio ({attrs['portfolio']})"
     if attrs.get("explore"):
         return "first look"
+    if "promoted" in attrs:
+        return f"next size up from #{attrs['promoted']}"
     return ""
 
 

@@ -15,7 +15,7 @@ from ..config import SearchConfig
 from ..errors import TrialFailed
 from ..plugins import Host, default_host
 from ..specs import PROBE
-from . import pricing
+from . import extend, pricing
 from .budget import SAFETY, Clock, clock_text, grace
 from .cost import CostModel, device_kind
 from .first_trials import ReferencePlanner, enqueue_first_trials, warm_params
@@ -176,6 +176,10 @@ class Search:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         observe(self.cost, trial)
         self.clock.reserve = self.pace.export_reserve()
+        up = extend.promote(self.problem, self.study, self.cost, self.clock, trial)
+        if up is not None:
+            key = self.problem.task.size_key
+            self.progress.say(f"  trial {trial.number} is the best: queued again at {key} {up[key]}")
 
     def done(self) -> bool:
         """No more trials: --n-trials reached (the reference, when planned, still runs), the budget

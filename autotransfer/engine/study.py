@@ -237,7 +237,7 @@ class SearchStudy:
             keep = {
                 k: v
                 for k, v in t.user_attrs.items()
-                if k in ("reference", "cost_cap_s", "portfolio", "explore")
+                if k in ("reference", "cost_cap_s", "portfolio", "explore", "promoted")
             }
             self.study.enqueue_trial(
                 t.params, user_attrs={**keep, "retry_of": t.number}, skip_if_exists=False

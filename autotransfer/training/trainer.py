@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -120,6 +120,8 @@ class Trainer:
     stopped: str | None = None
     #: the last validation's logits
     val_logits: torch.Tensor | None = None
+    #: what ``fit`` trains and validates on: (train, val, extras, target val) at the cached depth
+    inputs: tuple | None = None
 
     def __post_init__(self) -> None:
         backbone = self.model.backbone
@@ -201,20 +203,40 @@ class Trainer:
         epoch ends, ``OutOfTime`` propagates."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        train_x, val_x = self.boundary(self.train), self.boundary(self.val)
+        train_x = self.boundary(self.train)
         extras_x = {name: (self.boundary(stream), stream.labels) for name, stream in self.extras.items()}
         target_val_x = self.boundary(self.target_val) if self.target_val is not None else None
+        self.inputs = (train_x, self.boundary(self.val), extras_x, target_val_x)
         self._make_optimizer(count(train_x))
         if cfg.micro_batch is None:
             cfg.micro_batch = pass_size(self, train_x, extras_x)
+        return self._epochs(0, cfg.epochs)
+
+    def extend(self, epochs: int, lr_scale: float) -> float:
+        """After ``fit``, ``epochs`` more from the weights it ended with: a warm restart (the schedule
+        again from ``lr_scale`` of the peak learning rate, cosine to zero, no warm-up; fresh optimiser
+        moments). The best epoch over all counts; when no new one beats it, its weights come back."""
+        cfg = self.config
+        start = len(self.history)
+        self.kept.keep(self.model)
+        restart = replace(cfg, lr=cfg.lr * lr_scale, epochs=epochs, warmup_fraction=0.0, schedule="cosine")
+        step = self.step
+        self.optimizer, self.scheduler, steps = make_optimizer(self.plan, restart, count(self.inputs[0]))
+        self.step, self.total_steps = step, step + steps
+        cfg.epochs = start + epochs
+        return self._epochs(start, cfg.epochs)
+
+    def _epochs(self, start: int, stop: int) -> float:
+        """Epochs ``start`` to ``stop`` (0-based), each validated and offered as the best."""
+        train_x, val_x, extras_x, target_val_x = self.inputs
         try:
-            for epoch in range(cfg.epochs):
+            for epoch in range(start, stop):
                 if self.plan.on_epoch_start is not None:
                     self.plan.on_epoch_start(self.model, epoch)
                 loss = self.run_epoch(train_x, extras_x, epoch)
                 metric, details = self.validate(val_x, target_val_x, epoch)
                 self.history.append({"epoch": epoch + 1, "val_metric": metric, "train_loss": loss, **details})
-                self.kept.offer(self.model, epoch + 1, metric, epoch + 1 == cfg.epochs, self.val_logits)
+                self.kept.offer(self.model, epoch + 1, metric, epoch + 1 == stop, self.val_logits)
                 self.monitor.epoch_end(epoch + 1, metric)
                 if self.report is not None:
                     self.report(epoch + 1, metric, {"train_loss": loss, **details})
@@ -342,6 +364,10 @@ class BestEpoch:
             return
         self.epoch, self.metric, self.val_logits = epoch, metric, val_logits
         self.state = None if last else {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def keep(self, model: torch.nn.Module) -> None:
+        """A copy of the model's weights as the best epoch's (before training on from them)."""
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def restore(self, model: torch.nn.Module, epochs_run: int) -> None:
         if self.state is not None and self.epoch != epochs_run:

@@ -206,7 +206,8 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "random-search",
-            "Optuna random search over the same space, no pruning, no warm start, no ensemble",
+            "Optuna random search over the same space, no pruning, no warm start, no trial trained on, "
+            "no ensemble",
             _random,
         ),
         Method(

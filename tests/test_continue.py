@@ -1,0 +1,124 @@
+"""Where the budget pays: the best trial trains on while it still improves and the budget allows (a
+trial that is not the best, or that stopped improving, does not; the best epoch over all counts and
+its weights are kept), and the best configuration is tried again at the next resolution up."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from autotransfer.config import SearchConfig
+from autotransfer.engine.budget import grace
+from autotransfer.engine.run import Search, quiet_optuna
+from autotransfer.training.trainer import BestEpoch
+
+PROBE = {
+    "backbone": "tf_efficientnet_lite0",
+    "strategy": "linear-probe",
+    "image_size": 32,
+    "batch_size": 32,
+    "weight_decay": 1e-4,
+}
+
+
+def probe_search(digits, tmp_path, first_trials: list[dict], **options):
+    """A probes-only search on digits at 32 px, ``first_trials`` queued before anything else."""
+    config = SearchConfig(
+        data=str(digits),
+        output=str(tmp_path / "out"),
+        device="cpu",
+        seed=0,
+        quiet=True,
+        backbones=["tf_efficientnet_lite0"],
+        strategies=["linear-probe"],
+        reference=False,
+        ensemble=False,
+        **{"image_size": 32, **options},
+    )
+    with quiet_optuna():
+        search = Search.open(config)
+        for params in first_trials:
+            search.study.study.enqueue_trial({**PROBE, **params})
+        return config, search.run()
+
+
+def test_the_best_trial_trains_on_while_it_improves_and_others_do_not(digits, tmp_path):
+    budget = 60
+    started = time.time()
+    # one epoch of a brisk probe (the best, still rising), then one of a probe too slow to catch it
+    config, result = probe_search(
+        digits,
+        tmp_path,
+        [{"linear-probe.lr": 0.03, "epochs": 1}, {"linear-probe.lr": 1e-3, "epochs": 1}],
+        budget=budget,
+        n_trials=2,
+        max_epochs=6,
+    )
+    assert time.time() - started <= budget + grace(budget)
+    first, second = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    assert first.state == second.state == optuna.trial.TrialState.COMPLETE
+    # the first was the best after its one epoch: it trained on, epochs 2.. reported and validated
+    assert first.user_attrs["continued"]["from"] == 1
+    assert first.user_attrs["epochs_run"] == first.user_attrs["continued"]["to"] > 1
+    assert sorted(first.intermediate_values) == list(range(1, first.user_attrs["epochs_run"] + 1))
+    assert first.user_attrs["epochs_run"] <= config.max_epochs
+    # its score is its best epoch's over all, and that epoch's weights are the ones kept
+    assert first.value == max(first.intermediate_values.values())
+    assert first.intermediate_values[first.user_attrs["best_epoch"]] == first.value
+    assert first.value > first.intermediate_values[1]
+    # the second is far behind the best: one epoch, as sampled
+    assert second.value < first.value and "continued" not in second.user_attrs
+    assert second.user_attrs["epochs_run"] == 1
+    assert result.best["trial"] == first.number
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"budget": 60, "sampler": "random"}], ids=["no budget", "random search"]
+)
+def test_no_trial_trains_on_without_a_budget_or_in_random_search(digits, tmp_path, options):
+    _, result = probe_search(
+        digits, tmp_path, [{"linear-probe.lr": 0.03, "epochs": 1}], n_trials=1, **options
+    )
+    (trial,) = result.study.trials
+    assert trial.user_attrs["epochs_run"] == 1 and "continued" not in trial.user_attrs
+
+
+def test_training_on_that_finds_nothing_better_gives_back_the_best_epochs_weights():
+    model = torch.nn.Linear(4, 2)
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = BestEpoch()
+    kept.offer(model, 1, 0.9, last=True)  # fit's last epoch was its best: its weights are the model's
+    kept.keep(model)  # training on starts from them
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    kept.offer(model, 2, 0.8, last=True)  # the continuation's epoch is worse
+    kept.restore(model, epochs_run=2)
+    assert kept.epoch == 1 and kept.metric == 0.9
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+
+
+def test_the_best_configuration_is_tried_again_at_the_next_resolution_up(digits, tmp_path):
+    budget = 60
+    started = time.time()
+    _, result = probe_search(
+        digits,
+        tmp_path,
+        [{"linear-probe.lr": 0.03, "epochs": 2}],
+        budget=budget,
+        n_trials=2,
+        image_size=None,  # searched: 32, 64, 128, 224 px
+    )
+    assert time.time() - started <= budget + grace(budget)
+    first, second = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    assert first.params["image_size"] == 32 and first.state == optuna.trial.TrialState.COMPLETE
+    # the best after trial 0 is trial 0: the same probe is queued at 64 px, and runs next
+    assert second.user_attrs["promoted"] == first.number
+    assert second.params["image_size"] == 64
+    assert second.params["linear-probe.lr"] == first.params["linear-probe.lr"]
+    assert 1 <= second.params["epochs"] <= max(first.params["epochs"], first.user_attrs["best_epoch"])
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert board.set_index("number").loc[second.number, "origin"] == f"next size up from #{first.number}"
