@@ -122,3 +122,26 @@ def test_the_best_configuration_is_tried_again_at_the_next_resolution_up(digits,
     assert 1 <= second.params["epochs"] <= max(first.params["epochs"], first.user_attrs["best_epoch"])
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert board.set_index("number").loc[second.number, "origin"] == f"next size up from #{first.number}"
+
+
+def test_a_promotion_whose_trial_was_overtaken_meanwhile_is_skipped(digits, tmp_path):
+    _, result = probe_search(
+        digits,
+        tmp_path,
+        # a slow probe first (the best while alone), then a brisk one that overtakes it
+        [{"linear-probe.lr": 1e-3, "epochs": 1}, {"linear-probe.lr": 0.03, "epochs": 2}],
+        budget=60,
+        n_trials=3,
+        max_epochs=2,
+        image_size=None,
+    )
+    trials = {t.number: t for t in result.study.trials}
+    assert trials[1].value > trials[0].value
+    # trial 0's promotion was queued behind trial 1, which then overtook it: skipped, not run
+    (stale,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 0]
+    assert stale.user_attrs["skipped"] == "skipped: trial 0, promoted here, is no longer the best"
+    assert "epochs_run" not in stale.user_attrs
+    # trial 1's runs, at the next size up
+    (fresh,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 1]
+    assert fresh.params["image_size"] == 64 and fresh.state == optuna.trial.TrialState.COMPLETE
+    assert "skipped" not in fresh.user_attrs  # and a promotion is not pruned: it is a planned bet

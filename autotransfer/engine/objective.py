@@ -68,6 +68,7 @@ class Objective:
         started = time.time()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
         skip_if_surplus(self.study, trial, role)
+        extend.skip_if_overtaken(self.study, trial)
         try:
             return self._run(trial, role, started)
         except Skipped as skip:
@@ -174,10 +175,12 @@ class Objective:
         return prediction, epochs, allowed
 
     def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int, ends: list[float]):
-        # a first look at a strategy, or a portfolio configuration, is not pruned either: a fine-tune
-        # behind a probe after one epoch is often ahead after a few, and the look is there to learn which
+        # a first look at a strategy, a portfolio configuration or a promotion is not pruned either: a
+        # fine-tune behind a probe after one epoch is often ahead after a few, and a look is there to learn
         attrs = trial.user_attrs
-        prunable = not role and not attrs.get("explore") and not attrs.get("portfolio")
+        prunable = not role and not any(
+            attrs.get(k) is not None for k in ("explore", "portfolio", "promoted")
+        )
 
         def report(epoch: int, metric: float, extra: dict) -> None:
             ends.append(time.time())
