@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,12 @@ def cli_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "autotransfer.cli", *map(str, args)], capture_output=True, text=True, **kwargs
     )
+
+
+def interruptible() -> None:
+    """A ``preexec_fn``: the child takes Ctrl-C (SIGINT) even when the tests run in the background,
+    where the shell has the tests ignore it and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_json(path: Path) -> dict:

@@ -15,7 +15,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli, read_json, write_slow_plugin
+from conftest import cli, interruptible, read_json, write_slow_plugin
 
 from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
@@ -265,6 +265,7 @@ def test_the_default_budget_is_said_at_the_start(digits, tmp_path):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        preexec_fn=interruptible,
     )
     seen = []
     for line in proc.stderr:

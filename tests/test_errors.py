@@ -11,7 +11,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import FAST, cli, cli_subprocess
+from conftest import FAST, cli, cli_subprocess, interruptible
 
 TINY = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", *FAST]
 
@@ -164,7 +164,9 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
         "--no-pruning",
         *FAST,
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.time() + 240
     complete = []
