@@ -50,19 +50,23 @@ def epoch_seconds(fit_started: float, ends: list[float]) -> float:
     return ends[-1] - fit_started
 
 
-def continuation(
-    trial: optuna.Trial, trainer, study: SearchStudy, budget: float | None, max_epochs: int, fit: int
-) -> int:
-    """Epochs to train ``trial`` on (0: none): it is the study's best, its last epoch was its best,
-    and ``fit`` more epochs are predicted to fit the time it may take."""
+def spends(problem, clock: Clock) -> bool:
+    """Whether this search trains on and promotes: it has a budget and is not plain random search (the
+    baseline, whose trials run as drawn)."""
+    return clock.budget is not None and problem.config.sampler != "random"
+
+
+def continuation(trial: optuna.Trial, trainer, study: SearchStudy, max_epochs: int, fit: int) -> int:
+    """Epochs to train ``trial`` on (0: none): its last epoch was its best, it beats the study's best
+    (which, still running, it is not part of), and ``fit`` more epochs are predicted to fit."""
     attrs = trial.user_attrs
-    if budget is None or attrs.get("reference") or attrs.get(FIXED) or trainer.stopped:
+    if attrs.get("reference") or attrs.get(FIXED) or trainer.stopped:
         return 0
     run = len(trainer.history)
     if not run or trainer.best_epoch != run:
         return 0  # it stopped improving: more epochs would not pay
     best = study.best()
-    if best is not None and best.number != trial.number and not trainer.kept.metric > best.value:
+    if best is not None and not trainer.kept.metric > best.value:
         return 0
     return max(0, min(run, max_epochs - run, fit))
 
@@ -75,12 +79,11 @@ def train_on(trial: optuna.Trial, trainer, objective, fit_started: float, ends: 
     study, clock, problem = objective.study, objective.clock, objective.problem
     extra = export_extra(problem, objective.cost, clock, trial)
     metric, first, began = trainer.kept.metric, len(trainer.history), time.time()
-    plain = problem.config.sampler == "random"  # the random-search baseline: trials as drawn
-    while ends and clock.budget is not None and not plain:
+    while ends and spends(problem, clock):
         room = min(clock.trials_left() - extra, TRIAL_SHARE * clock.budget - (time.time() - began))
         epoch_s = max(epoch_seconds(fit_started, ends), 1e-3)
         fit = int(room * SAFETY // epoch_s)
-        epochs = continuation(trial, trainer, study, clock.budget, problem.config.max_epochs, fit)
+        epochs = continuation(trial, trainer, study, problem.config.max_epochs, fit)
         if epochs < 1:
             break
         monitor = trainer.monitor  # the live line's prediction and the deadline grow with it
@@ -103,7 +106,7 @@ def promote(problem, study: SearchStudy, cost, clock: Clock, trial: optuna.trial
     best and they fit (see the module's docstring); returns the queued parameters (None: none)."""
     key = problem.task.size_key
     attrs, params = trial.user_attrs, trial.params
-    if clock.budget is None or problem.config.sampler == "random" or not key or key not in params:
+    if not spends(problem, clock) or not key or key not in params:
         return None
     best = study.best()
     if best is None or best.number != trial.number or attrs.get("reference") or attrs.get(FIXED):
