@@ -141,6 +141,11 @@ def test_a_promotion_whose_trial_was_overtaken_meanwhile_is_skipped(digits, tmp_
     (stale,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 0]
     assert stale.user_attrs["skipped"] == "skipped: trial 0, promoted here, is no longer the best"
     assert "epochs_run" not in stale.user_attrs
+    # and what was skipped is named (the progress line and the leaderboard), though it never ran
+    assert (stale.user_attrs["backbone"], stale.user_attrs["strategy"]) == (
+        trials[0].params["backbone"],
+        trials[0].params["strategy"],
+    )
     # trial 1's runs, at the next size up
     (fresh,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 1]
     assert fresh.params["image_size"] == 64 and fresh.state == optuna.trial.TrialState.COMPLETE

@@ -126,7 +126,8 @@ def promote(problem, study: SearchStudy, cost, clock: Clock, trial: optuna.trial
     up, predicted = pricing.fit_epochs({**params, key: larger[0]}, estimate, seconds, 1, epochs)
     if predicted > seconds:
         return None
-    study.study.enqueue_trial(up, user_attrs={"promoted": trial.number})
+    who = {"backbone": up.get("backbone"), "strategy": up.get("strategy")}  # shown should it be skipped
+    study.study.enqueue_trial(up, user_attrs={"promoted": trial.number, **who})
     return up
 
 
