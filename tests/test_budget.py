@@ -277,3 +277,17 @@ def test_the_default_budget_is_said_at_the_start(digits, tmp_path):
     proc.communicate(timeout=120)
     minutes = int(DEFAULT_BUDGET_S // 60)
     assert any(f"budget 0:{minutes:02d}:00 (the default" in line for line in seen), seen
+
+
+def test_a_skipped_trial_says_what_it_may_plan_of_the_time_left():
+    """A user reading "40.7 s predicted, 45.6 s left" would not see why it was skipped: the reason
+    names the part of the time left a trial may plan on and the margin kept back."""
+    from autotransfer.engine.objective import SAFETY, too_dear
+
+    skipped = too_dear(40.7, 45.6, SAFETY, 40.7)
+    assert str(skipped) == (
+        "skipped: one epoch is predicted to take 40.7 s, more than the 36.5 s it may plan of the "
+        "45.6 s left for it (20% kept back for the prediction's error)"
+    )
+    assert skipped.predicted == 40.7
+    assert "more than the 0.0 s it may plan of the 0.0 s left" in str(too_dear(3.0, -2.0, SAFETY, 3.0))

@@ -31,6 +31,17 @@ class Skipped(optuna.TrialPruned):
         self.predicted = round(predicted, 2)
 
 
+def too_dear(one_epoch: float, left: float, margin: float, predicted: float) -> Skipped:
+    """A trial not run: one epoch is predicted to take more than it may plan of ``left`` seconds (a
+    ``margin`` of them: the rest is kept back for the prediction's error, and the reason says so)."""
+    left = max(0.0, left)
+    return Skipped(
+        f"skipped: one epoch is predicted to take {one_epoch:.1f} s, more than the {left * margin:.1f} s it "
+        f"may plan of the {left:.1f} s left for it ({1 - margin:.0%} kept back for the prediction's error)",
+        predicted,
+    )
+
+
 def first_look(trial: optuna.Trial, study) -> bool:
     """The search's first trial while nothing has completed: its cheapest look at the data, judged
     on its measured price, not skipped on a guess."""
@@ -106,11 +117,7 @@ class Objective:
         margin = SAFETY if self.cost.knows_backbone(choices.backbone.name) else 0.5
         unplanned = not planned(trial, self.study)
         if guess is not None and guess > allowed * margin and self.clock.budget is not None and unplanned:
-            raise Skipped(
-                f"skipped: one epoch is predicted to take {guess:.1f} s, "
-                f"{max(0.0, allowed):.1f} s are left for it",
-                guess,
-            )
+            raise too_dear(guess, allowed, margin, guess)
         trainer, info = build_trial(self.problem, trial, role, choices)
         self.cost.absorb(self.problem.timings)
         prediction, epochs, allowed = self._plan(trial, trainer, choices, started)
@@ -150,11 +157,7 @@ class Objective:
         if epochs == 0 and trial.user_attrs.get(FIXED):
             epochs = 1  # a fixed recipe is not skipped: it trains until the budget stops it
         if epochs == 0:
-            raise Skipped(
-                f"skipped: one epoch is predicted to take {prediction.total(1):.1f} s, "
-                f"{max(0.0, allowed - spent):.1f} s are left for it",
-                spent + prediction.total(1),
-            )
+            raise too_dear(prediction.total(1), allowed - spent, SAFETY, spent + prediction.total(1))
 
         if epochs < choices.epochs:
             trial.set_user_attr("epochs_shrunk_from", choices.epochs)
