@@ -22,7 +22,7 @@ def save_weights(model, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_model(model, str(tmp))
+    save_model(model, str(tmp), force_contiguous=True)  # channels-last weights are saved row-major
     tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
 
 
@@ -115,7 +115,7 @@ def load_model(
     backbone's plugin (``backbone_plugin`` in config.json) is not loaded, the one-line error names it."""
     import torch
 
-    from .backbone import TransferModel
+    from .backbone import TransferModel, place
     from .plugins import default_host
 
     root = Path(model_dir)
@@ -161,4 +161,4 @@ def load_model(
         state = torch.load(pickles[0], map_location="cpu", weights_only=False)
         model.load_state_dict(state, strict=True)
     torch_device = torch.device(device)
-    return LoadedModel(model.to(torch_device).eval(), config, task, torch_device)
+    return LoadedModel(place(model, torch_device).eval(), config, task, torch_device)

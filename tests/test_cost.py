@@ -313,3 +313,30 @@ def test_a_strategy_called_for_gets_a_fair_first_look(digits, tmp_path):
     one, two = (estimate({**look, "epochs": n}) for n in (1, 2))
     budget = 2 * ((one - (two - one)) + 3.5 * (two - one)) / EXPLORE_FIRST_SHARE  # two looks, 3.5 epochs each
     assert called_look(problem, strategy, lite0, size, estimate, budget, 2)["epochs"] == 3
+
+
+def test_models_run_channels_last_and_their_weights_save_and_load_unchanged(tmp_path):
+    """Trials, measurements and predict place models channels-last (the layout a CPU's convolutions
+    run fastest in); outputs are those of the usual layout and exported weights load back exactly."""
+    import torch
+
+    from autotransfer.backbone import TransferModel, place
+    from autotransfer.export import load_weights, save_weights
+    from autotransfer.plugins import default_host
+
+    spec = default_host().backbone("tf_efficientnet_lite0")
+    torch.manual_seed(0)
+    model = TransferModel(spec.build(pretrained=False), 3).eval()
+    usual = TransferModel(spec.build(pretrained=False), 3).eval()
+    usual.load_state_dict(model.state_dict())
+    place(model, torch.device("cpu"))
+    conv = next(p for p in model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), usual(x), atol=1e-4)
+    save_weights(model, tmp_path / "model.safetensors")
+    loaded = TransferModel(spec.build(pretrained=False), 3).eval()
+    load_weights(loaded, tmp_path / "model.safetensors")
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -31,7 +31,7 @@ from typing import Any
 
 #: examples per timed batch at most: a CPU times the pass size training uses (see
 #: ``cpu_pass_size``), a GPU a batch big enough to fill it
-PROBE_EXAMPLES = 32
+PROBE_EXAMPLES = 64
 GPU_PROBE_EXAMPLES = 64
 #: when nothing is known yet: seconds per example per group, seconds to build, seconds to decode an example
 UNKNOWN_FORWARD = 2e-3

@@ -182,10 +182,11 @@ def prime(problem: Problem, cost: CostModel) -> None:
 
 
 def measure(problem: Problem, cost: CostModel, backbone_name: str, sizes: list) -> None:
-    """The backbone's rates at each of ``sizes`` not measured yet (a few timed batches each)."""
+    """The backbone's rates at each of ``sizes`` not measured yet (a few timed batches each), and
+    what decoding an example at each size takes, from the examples they run on."""
     import torch
 
-    from ..backbone import TransferModel
+    from ..backbone import TransferModel, place
     from ..training.batches import to_device
 
     backbone = problem.backbone_spec(backbone_name)
@@ -199,10 +200,13 @@ def measure(problem: Problem, cost: CostModel, backbone_name: str, sizes: list) 
             with torch.random.fork_rng():
                 built = backbone.build(pretrained=False)
             problem.built(backbone.name, built)
-            model = TransferModel(built, len(problem.dataset.classes)).to(problem.device)
+            model = place(TransferModel(built, len(problem.dataset.classes)), problem.device)
 
         preprocessing = problem.preprocessing(backbone, size)
-        sample = to_device(problem.dataset.encode(examples, preprocessing), problem.device)
+        encoded, seconds = timed(problem.dataset.encode, examples, preprocessing)
+        if str(shown) not in cost.decode:  # the guess until then is far off for small images
+            cost.remember_decode(shown, seconds / max(1, len(examples)))
+        sample = to_device(encoded, problem.device)
         cost.remember_rates(
             backbone.name,
             shown,

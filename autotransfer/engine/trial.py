@@ -83,7 +83,7 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     (trainer, TrialInfo). Nothing trains yet."""
     import torch
 
-    from ..backbone import TransferModel
+    from ..backbone import TransferModel, place
 
     choices = choices or choose(problem, trial, role)
     config, strategy = problem.config, choices.strategy
@@ -104,9 +104,7 @@ def build_trial(problem: Problem, trial, role: str = "", choices: Choices | None
     if problem.task.augmentations and plan.frozen_prefix < context.n_groups:
         augment = trial.suggest_categorical("augment", list(problem.task.augmentations))
     preprocessing = problem.preprocessing(choices.backbone, choices.size)
-    model.to(problem.device)
-    if problem.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)  # convolutions' fast layout; other layers ignore it
+    place(model, problem.device)
     weights = "pretrained" if pretrained else f"random-init-{seed}"
     trainer = make_trainer(problem, model, plan, choices, preprocessing, augment, weights, seed)
     return trainer, TrialInfo(choices.backbone.name, strategy.name, preprocessing, choices.role)
