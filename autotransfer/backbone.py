@@ -96,7 +96,7 @@ class TransferModel(nn.Module):
 
 def place(model: nn.Module, device: Any) -> nn.Module:
     """``model`` on ``device``, its 4-D weights in the channels-last layout, in which convolutions run
-    fastest on CPUs (oneDNN) and on GPUs alike: 3.6x the forward speed of EfficientNet-Lite0 at
-    32 px on a 2-core CPU, 1.4x at 224 px (``benchmarks/layout.py``). Layers without 4-D weights
-    (text models, heads) are unchanged, and outputs are the same up to rounding."""
+    fastest on CPUs (oneDNN) and GPUs alike: on a 2-core CPU, EfficientNet-Lite0's forward 5.6x as
+    fast at 32 px and 1.3x at 224 px, training 1.1-1.6x (``benchmarks/results/layout-cpu.md``).
+    Layers without 4-D weights (text models, heads) are unchanged; outputs are equal up to rounding."""
     return model.to(device).to(memory_format=torch.channels_last)
