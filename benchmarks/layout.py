@@ -36,6 +36,7 @@ def main() -> None:
     import timm
     import torch
 
+    from autotransfer.backbone import place
     from autotransfer.training.memory import cpu_pass_size
 
     parser = argparse.ArgumentParser()
@@ -50,7 +51,7 @@ def main() -> None:
                 model = timm.create_model(name, pretrained=False, num_classes=10).train(train)
                 x = torch.randn(min(passes, 64) if train else passes, 3, size, size)
                 usual = per_image_ms(model, x, train)
-                last = per_image_ms(model.to(memory_format=torch.channels_last), x, train)
+                last = per_image_ms(place(model, torch.device("cpu")), x, train)  # as trials run
                 rows.append((name, size, "train" if train else "forward", x.shape[0], usual, last))
     lines = [
         "# Channels-last convolutions on a CPU",
