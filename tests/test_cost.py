@@ -340,3 +340,63 @@ def test_models_run_channels_last_and_their_weights_save_and_load_unchanged(tmp_
     load_weights(loaded, tmp_path / "model.safetensors")
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_first_probes_see_the_data_at_the_largest_size_the_budget_allows(digits, tmp_path):
+    """The first probes run at the largest searched size at which every backbone's probe together
+    takes at most a tenth of the budget; where none does and only one backbone's probe fits at all,
+    that lone probe gets the largest size that fits half the time trials have left (on MNIST-5k in
+    30 s a lone 64 px probe tests 0.92 where the smallest size tests 0.78), not the smallest."""
+    from conftest import problem_for
+
+    from autotransfer.engine import pricing
+    from autotransfer.engine.budget import Clock
+    from autotransfer.engine.pacing import FIRST_PROBE_SHARE, Pacing
+
+    problem = problem_for(digits, tmp_path)
+    sizes, backbones = problem.input_sizes, problem.backbones
+    assert len(sizes) >= 3 and len(backbones) >= 2
+    cost, _ = model_with({})
+    for k, backbone in enumerate(backbones, start=1):  # each backbone dearer, each size dearer
+        cost.remember_build(backbone.name, 0.5)
+        for size in sizes:
+            rates = Rates(forward=[2e-7 * k * size**2] * 4, backward=2.0, params=[1000] * 4, head_params=50)
+            cost.remember_rates(backbone.name, pricing.size_value(problem, backbone, size), rates)
+    for size in sizes:
+        cost.remember_decode(size, 1e-5)
+    pace = Pacing(problem, None, cost, Clock.start(None))
+    probes = {size: pace.probe_costs(size) for size in sizes}
+    assert all(sum(probes[a]) < sum(probes[b]) for a, b in zip(sizes, sizes[1:]))
+
+    # room: every backbone's probe at the second size fits a tenth of the budget, at the third not
+    pace.clock = Clock.start(10 * sum(probes[sizes[1]]) * 1.02)
+    assert sum(probes[sizes[2]]) > 0.1 * pace.clock.budget
+    assert pace.warm_size() == sizes[1] and pace.probes_that_fit(sizes[1]) == len(backbones)
+
+    # tight: only the first backbone's probe fits, so it alone looks, at the largest size that fits
+    # half of what trials have left
+    first = probes[sizes[0]]
+    pace.clock = Clock.start((first[0] + 0.5 * first[1]) / 0.2)
+    assert pace.probes_that_fit(sizes[0]) == 1
+    alone = max(s for s in sizes if probes[s][0] <= FIRST_PROBE_SHARE * pace.clock.trials_left())
+    assert alone > sizes[0] and pace.warm_size() == alone
+
+
+def test_one_stall_in_the_decode_measure_does_not_price_every_trial_at_that_size(digits, tmp_path):
+    """Decoding is timed on a few examples; a pass that stalled (a quarter of a second once made 32 px
+    digits cost 4.1 ms an example instead of 0.3 ms, and every trial at that size was skipped) is
+    checked against a second look, and the lower rate kept."""
+    from conftest import problem_for
+
+    from autotransfer.engine import pricing
+
+    problem = problem_for(digits, tmp_path)
+    backbone, size = problem.backbones[0], problem.input_sizes[0]
+    examples = problem.split["train"][: pricing.PROBE_EXAMPLES]
+    preprocessing = problem.preprocessing(backbone, size)
+    stalled = 0.25 + 0.0003 * len(examples)
+    rate = pricing.decode_rate(problem, examples, preprocessing, stalled)
+    assert 0 < rate < 0.5 * stalled / len(examples)
+    cost, _ = model_with({})
+    pricing.measure(problem, cost, backbone.name, [size])  # what the search's first seconds run
+    assert 0 < cost.decode[str(pricing.size_value(problem, backbone, size))] < 0.5 * stalled / len(examples)
