@@ -395,8 +395,8 @@ def test_one_stall_in_the_decode_measure_does_not_price_every_trial_at_that_size
     examples = problem.split["train"][: pricing.PROBE_EXAMPLES]
     preprocessing = problem.preprocessing(backbone, size)
     stalled = 0.25 + 0.0003 * len(examples)
-    rate = pricing.decode_rate(problem, examples, preprocessing, stalled)
-    assert 0 < rate < 0.5 * stalled / len(examples)
+    stalled_rate = stalled / len(examples)
+    assert 0 < pricing.decode_rate(problem, examples, preprocessing, stalled) < 0.5 * stalled_rate
     cost, _ = model_with({})
     pricing.measure(problem, cost, backbone.name, [size])  # what the search's first seconds run
-    assert 0 < cost.decode[str(pricing.size_value(problem, backbone, size))] < 0.5 * stalled / len(examples)
+    assert 0 < cost.decode[str(pricing.size_value(problem, backbone, size))] < 0.5 * stalled_rate

@@ -220,7 +220,7 @@ def decode_rate(problem: Problem, examples: list, preprocessing: dict, seconds: 
     in nine searches on digits at 32 px) priced every trial at that size ten times its decode."""
     rate = seconds / max(1, len(examples))
     again = examples[: max(1, len(examples) // 4)]
-    return min(rate, timed(problem.dataset.encode, again, preprocessing)[1] / len(again))
+    return min(rate, timed(problem.dataset.encode, again, preprocessing)[1] / max(1, len(again)))
 
 
 def fit_epochs(params: dict, estimate, seconds: float, least: int, most: int) -> tuple[dict, float]:
