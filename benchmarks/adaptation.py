@@ -83,11 +83,11 @@ def main() -> None:
                 run(source, target, method, seed, args, tmp / f"{direction[:6]}-{method}-{seed}")
                 for seed in args.seeds
             ]
-            accs = [r["target_accuracy"] for r in runs if r["target_accuracy"] is not None]
+            mean, std = _summary(runs, "target_accuracy")
             results.setdefault(direction, {})[method] = {
                 "runs": runs,
-                "mean": round(statistics.mean(accs), 4) if accs else None,
-                "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+                "mean": None if mean is None else round(mean, 4),
+                "std": round(std, 4),
             }
             print(direction, method, results[direction][method]["mean"], flush=True)
     info = machine()
@@ -95,18 +95,25 @@ def main() -> None:
     write("adaptation-" + ("gpu" if "none" not in info["gpu"] else "cpu"), payload, render(payload))
 
 
-def _table(results: dict, cell) -> list[str]:
+def _summary(runs: list[dict], key: str) -> tuple[float | None, float]:
+    """Mean and standard deviation of ``key`` over the runs that have it (no mean when none has)."""
+    values = [r[key] for r in runs if r[key] is not None]
+    if not values:
+        return None, 0.0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _table(results: dict, key: str) -> list[str]:
+    """Methods across, directions down: ``key``'s mean ± std over each cell's seeds."""
+
+    def cell(runs: list[dict]) -> str:
+        mean, std = _summary(runs, key)
+        return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
     lines = ["| direction | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
     for direction, by_method in results.items():
-        lines.append(f"| {direction} | " + " | ".join(cell(m) for m in by_method.values()) + " |")
+        lines.append(f"| {direction} | " + " | ".join(cell(m["runs"]) for m in by_method.values()) + " |")
     return lines
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 def render(payload: dict) -> str:
@@ -127,12 +134,7 @@ def render(payload: dict) -> str:
         f"{args['per_class']} images per class per domain); selection reads no target label; the selected "
         f"trial's accuracy on the target's held-back labels, mean ± std over seeds {seeds}.",
         "",
-        *_table(
-            results,
-            lambda m: _mean_std(
-                [r["target_accuracy"] for r in m["runs"] if r["target_accuracy"] is not None]
-            ),
-        ),
+        *_table(results, "target_accuracy"),
         "",
         "The best adaptation method against source-only (target accuracy, mean of the seeds):",
         "",
@@ -149,12 +151,7 @@ def render(payload: dict) -> str:
         "The selected trial's accuracy on the source's own test split (source-only selects by it; the "
         "adaptation searches by the label-free score, which weighs it half):",
         "",
-        *_table(
-            results,
-            lambda m: _mean_std(
-                [r["source_test_accuracy"] for r in m["runs"] if r["source_test_accuracy"] is not None]
-            ),
-        ),
+        *_table(results, "source_test_accuracy"),
     ]
     if payload.get("note"):  # what the run's recorder added by hand
         lines += ["", payload["note"]]
