@@ -58,8 +58,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     #: the largest batch one forward/backward may take; a larger ``batch_size`` accumulates gradients
-    #: over micro-batches (same update, less memory). None: measured on CUDA before training, the
-    #: whole batch elsewhere
+    #: over micro-batches (the same update, less memory; batch norm's statistics are the micro-batch's).
+    #: None: measured on CUDA before training, sized to the caches on a CPU
     micro_batch: int | None = None
     #: "auto" (bf16 autocast on CUDA), "bf16" (on any device) or "fp32"
     precision: str = "auto"
@@ -395,7 +395,8 @@ def make_optimizer(plan: Plan, config: TrainConfig, n_train: int):
 
 def pass_size(trainer: Trainer, train_x: Any, extras_x: dict) -> int:
     """Examples per forward/backward pass: on CUDA what fits the free memory, on a CPU what fits
-    its caches. A batch larger than that accumulates gradients over passes (the same update)."""
+    its caches. A batch larger than that accumulates gradients over passes: the same update, except that
+    batch norm's statistics are each pass's (ghost batch norm)."""
     if trainer.config.device.type == "cuda":
         return fit_micro_batch(trainer, train_x, extras_x)
     return cpu_pass_size(elements_per_example(train_x), trainer.config.batch_size)
