@@ -140,11 +140,9 @@ def render(payload: dict) -> str:
         "",
     ]
     for direction, by_method in results.items():
-        base = by_method["source-only"]["mean"]
-        name, best = max(
-            ((k, v["mean"]) for k, v in by_method.items() if k != "source-only" and v["mean"] is not None),
-            key=lambda kv: kv[1],
-        )
+        means = {k: _summary(v["runs"], "target_accuracy")[0] for k, v in by_method.items()}
+        base = means.pop("source-only")
+        name, best = max(((k, m) for k, m in means.items() if m is not None), key=lambda kv: kv[1])
         lines.append(f"- {direction}: {name} {best:.3f} against {base:.3f}, {best - base:+.3f}")
     lines += [
         "",
