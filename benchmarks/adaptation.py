@@ -97,7 +97,7 @@ def main() -> None:
 
 def _summary(runs: list[dict], key: str) -> tuple[float | None, float]:
     """Mean and standard deviation of ``key`` over the runs that have it (no mean when none has)."""
-    values = [r[key] for r in runs if r[key] is not None]
+    values = [r[key] for r in runs if r.get(key) is not None]
     if not values:
         return None, 0.0
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -141,8 +141,13 @@ def render(payload: dict) -> str:
     ]
     for direction, by_method in results.items():
         means = {k: _summary(v["runs"], "target_accuracy")[0] for k, v in by_method.items()}
-        base = means.pop("source-only")
-        name, best = max(((k, m) for k, m in means.items() if m is not None), key=lambda kv: kv[1])
+        base = means.pop("source-only", None)
+        adapted = [(k, m) for k, m in means.items() if m is not None]
+        if base is None or not adapted:  # a direction whose runs all failed, or run without either side
+            missing = "source-only" if base is None else "an adaptation method"
+            lines.append(f"- {direction}: no comparison, {missing} has no run with a target accuracy")
+            continue
+        name, best = max(adapted, key=lambda kv: kv[1])
         lines.append(f"- {direction}: {name} {best:.3f} against {base:.3f}, {best - base:+.3f}")
     lines += [
         "",
