@@ -4,13 +4,16 @@ again at the next resolution up.
 A trial ends at the epochs it was given, and under a budget those are few: a portfolio entry or a
 first look gets the epochs that fit its share (one LoRA epoch on digits in a one-minute search), and
 the sampler often draws one or two. When such a trial is the best the search has found and its last
-epoch was its best, the next epoch of that very model is the surest gain there is: it has paid for
-building, decoding and caching, and its curve is still rising. So, before the trial is recorded, it
-trains on from the weights it reached (a warm restart of its schedule at ``EXTEND_LR`` of its peak
-learning rate), up to as many epochs again as it ran (the doubling of successive halving), at most
---max-epochs in all, while they are predicted to fit what is left and, all continuations together,
-what one trial may take of the budget (``TRIAL_SHARE``). It goes on while each continuation ends on its
-best epoch. The best epoch over all counts, its weights are kept.
+epoch was its best, or not measurably below it (within one standard error of validation accuracy:
+on a few hundred validation examples a two-example dip after a fine-tune's first epoch is noise, and
+it cost one 5-minute search on digits the epochs that would have settled it), the next epoch of that
+very model is the surest gain there is: it has paid for building, decoding and caching, and its curve
+has not turned. So, before the trial is recorded, it trains on from its best epoch's weights (a warm
+restart of its schedule at ``EXTEND_LR`` of its peak learning rate), up to as many epochs again as it
+ran (the doubling of successive halving), at most --max-epochs in all, while they are predicted to fit
+what is left and, all continuations together, what one trial may take of the budget
+(``TRIAL_SHARE``). It goes on while each continuation ends on, or within that noise of, its best
+epoch. The best epoch over all counts, its weights are kept.
 
 This is freeze-thaw's move as Quick-Tune makes it (continue the configuration whose curve promises
 most per second, rather than restart it), restricted to the one configuration whose promise is
@@ -30,6 +33,7 @@ of its first cache (10-17 s of a minute against 0.5 s for another 32 px probe) n
 
 from __future__ import annotations
 
+import math
 import time
 
 import optuna
@@ -56,14 +60,27 @@ def spends(problem, clock: Clock) -> bool:
     return clock.budget is not None and problem.config.sampler != "random"
 
 
+def not_worse(last: float, best: float, n: int) -> bool:
+    """Whether an epoch scoring ``last`` is not measurably below the best epoch's ``best``: within one
+    standard error of the best's validation accuracy (binomial over ``n`` validation examples, at
+    least one example's worth). On 269 validation examples that is two examples at 0.98: a dip of one
+    or two is the noise of which examples sit near the boundary, not a curve that has turned."""
+    n = max(1, n)
+    p = min(1.0, max(0.0, best))
+    return best - last <= math.sqrt(max(p * (1 - p), 1 / n) / n) + 1e-9  # (rounding: one example is within)
+
+
 def continuation(trial: optuna.Trial, trainer, study: SearchStudy, max_epochs: int, fit: int) -> int:
-    """Epochs to train ``trial`` on (0: none): its last epoch was its best, it beats the study's best
-    (which, still running, it is not part of), and ``fit`` more epochs are predicted to fit."""
+    """Epochs to train ``trial`` on (0: none): its last epoch was not measurably worse than its best
+    (``not_worse``), it beats the study's best (which, still running, it is not part of), and ``fit``
+    more epochs are predicted to fit."""
     attrs = trial.user_attrs
     if attrs.get("reference") or attrs.get(FIXED) or trainer.stopped:
         return 0
     run = len(trainer.history)
-    if not run or trainer.best_epoch != run:
+    if not run or not not_worse(
+        trainer.history[-1]["val_metric"], trainer.kept.metric, len(trainer.val.labels)
+    ):
         return 0  # it stopped improving: more epochs would not pay
     best = study.best()
     if best is not None and not trainer.kept.metric > best.value:
