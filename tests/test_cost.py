@@ -71,6 +71,22 @@ def test_epochs_within_and_the_learned_correction():
         assert learned.total(1) == pytest.approx(actual, rel=0.25)
 
 
+def test_one_off_work_in_the_first_trials_is_not_charged_to_every_later_trial():
+    """Probes on MNIST-5k: the first ones built their backbones and filled caches (1.3 s beyond their
+    parts), the later ones paid 0.3 s each; a median of the short trials' residuals once priced every
+    later 0.4 s probe at 2 s. The overhead every trial pays is their floor."""
+    cost, _ = model_with({})
+    first = [(0.2, 0.2 + 1.3 + 0.3), (0.3, 0.3 + 1.3 + 0.3), (0.15, 0.15 + 1.3 + 0.3)]  # one-off work
+    later = [(0.1, 0.4), (0.2, 0.5), (3.0, 3.3), (2.0, 2.3), (1.0, 1.3)]  # what every trial pays
+    for predicted, actual in first + later:
+        cost.observe(predicted, actual, kind=FROZEN)
+    assert cost.overhead == pytest.approx(0.3, abs=0.05)
+    probe = Prediction(
+        fixed=0.0, per_epoch=0.1, correction=cost.correction_for(FROZEN), overhead=cost.overhead
+    )
+    assert probe.total(1) == pytest.approx(0.4, abs=0.1)  # not 2 s
+
+
 def test_a_correction_below_one_never_prices_the_measured_one_off_part_below_its_measure():
     """Short trials can teach a correction of 0.2; a first cache measured at 26 s must still be priced
     at 26 s (a trial at a new resolution was once priced at 8 s, ran 24 s and was stopped unfinished)."""
