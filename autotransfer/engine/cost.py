@@ -240,13 +240,11 @@ class CostModel:
 
     @property
     def overhead(self) -> float:
-        """Seconds every trial costs beyond what its corrected parts predict: the lower quartile
-        (OVERHEAD_QUANTILE) of the residuals over the shorter half of recent trials, never below zero.
-        A residual is what every trial pays plus what only some pay (the first trial on a backbone
-        builds it and fills its caches, a stall), so their floor, not their middle, is the part every
-        trial pays. The median priced every later probe on MNIST-5k (0.4 s each) at 2 s, from its first
-        trials' one-off work; replayed over the recorded 5-minute searches, the cost model's median
-        error after three trials falls from 24-33% to 13-19% (``benchmarks/results/cost-overhead-cpu.md``)."""
+        """Seconds every trial costs beyond its corrected parts: the lower quartile of the residuals over
+        the shorter half of recent trials (never below zero). A residual is that plus what only some
+        trials pay (building a backbone, filling caches), so their floor is what every trial pays: their
+        median charged the first probes' one-off work to every later probe (0.4 s ones on MNIST-5k at
+        2 s; ``benchmarks/results/cost-overhead-cpu.md``, ``anytime-cpu-5m-q25``)."""
         pairs = [(p, a, kind) for kind, kept in self.pairs.items() for p, a in kept]
         if len(pairs) < 2:
             return 0.0
