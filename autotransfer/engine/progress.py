@@ -89,7 +89,7 @@ class Progress:
             if attrs.get("stopped"):
                 value += f" (stopped by {attrs['stopped']} after epoch {attrs.get('epochs_run')})"
             if attrs.get("continued"):
-                value += " (trained on, epochs {from} -> {to}: still the best and improving)".format(
+                value += " (trained on, epochs {from} -> {to}: the best, its curve not turned)".format(
                     **attrs["continued"]
                 )
         else:
