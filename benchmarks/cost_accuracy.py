@@ -31,7 +31,7 @@ AFTER = 3
 
 def errors_of(study: optuna.Study) -> tuple[list[float], list[float]]:
     """The recorded predictions' relative errors, and the replayed ones' (same trials)."""
-    from autotransfer.engine.cost import TRAINS, CostModel, Prediction
+    from autotransfer.engine.cost import CostModel
     from autotransfer.engine.objective import observe, predicted_for_epochs_run
 
     finished = sorted(
@@ -45,12 +45,8 @@ def errors_of(study: optuna.Study) -> tuple[list[float], list[float]]:
         counted = i >= AFTER and not (attrs.get("stopped") or attrs.get("skipped") or attrs.get("reference"))
         predicted, actual = predicted_for_epochs_run(t), attrs.get("duration_s")
         if counted and predicted and actual:
-            parts = attrs["cost"]
-            strategy = attrs.get("strategy") or t.params.get("strategy", "")
-            correction = cost.correction_for(parts.get("kind", TRAINS), strategy=strategy)
-            again = Prediction(parts["fixed"], parts["epoch"], correction, cost.overhead)
             recorded.append(abs(predicted - actual) / actual)
-            replayed.append(abs(parts["spent"] + again.total(attrs["epochs_run"]) - actual) / actual)
+            replayed.append(abs(predicted_for_epochs_run(t, cost) - actual) / actual)
         observe(cost, t)
     return recorded, replayed
 

@@ -81,7 +81,7 @@ def continuation(trial: optuna.Trial, trainer, study: SearchStudy, max_epochs: i
     if not run or not not_worse(
         trainer.history[-1]["val_metric"], trainer.kept.metric, len(trainer.val.labels)
     ):
-        return 0  # it stopped improving: more epochs would not pay
+        return 0  # its curve has turned: more epochs would not pay
     best = study.best()
     if best is not None and not trainer.kept.metric > best.value:
         return 0

@@ -312,14 +312,20 @@ def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     cost.observe(predicted, seconds - parts["spent"], frozen, parts.get("kind", TRAINS), strategy)
 
 
-def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial) -> float | None:
-    """What the trial was predicted to cost for the epochs it ran (pruned trials ran fewer)."""
+def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial, cost: CostModel | None = None) -> float | None:
+    """What the trial was predicted to cost for the epochs it ran (pruned trials ran fewer); with
+    ``cost``, its recorded parts priced with the correction and overhead ``cost`` has learned instead
+    (``benchmarks/cost_accuracy.py --replay``)."""
     attrs = trial.user_attrs
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
     if parts is None or epochs < 1:
         return None
-    prediction = Prediction(parts["fixed"], parts["epoch"], parts["correction"], parts.get("overhead", 0.0))
-    return parts["spent"] + prediction.total(epochs)
+    correction, overhead = parts["correction"], parts.get("overhead", 0.0)
+    if cost is not None:
+        strategy = attrs.get("strategy") or trial.params.get("strategy", "")
+        correction = cost.correction_for(parts.get("kind", TRAINS), strategy=strategy)
+        overhead = cost.overhead
+    return parts["spent"] + Prediction(parts["fixed"], parts["epoch"], correction, overhead).total(epochs)
 
 
 def last_skips(study: SearchStudy, n: int) -> bool:
