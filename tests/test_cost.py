@@ -7,7 +7,16 @@ import math
 import optuna
 import pytest
 
-from autotransfer.engine.cost import CROSS_KIND_MOST, FROZEN, TRAINS, CostModel, Prediction, Query, Rates
+from autotransfer.engine.cost import (
+    CACHED,
+    CROSS_KIND_MOST,
+    FROZEN,
+    TRAINS,
+    CostModel,
+    Prediction,
+    Query,
+    Rates,
+)
 from autotransfer.engine.sampler import CostAwareTPESampler, make_sampler, supported
 
 
@@ -132,11 +141,36 @@ def test_a_strategy_is_corrected_by_its_own_trials_before_its_kinds():
     for predicted in (2.0, 3.0):
         cost.observe(predicted, 1.7 * predicted, kind=TRAINS, strategy="lora")
     for predicted in (2.0, 3.0, 4.0):
-        cost.observe(predicted, 0.4 * predicted, kind=TRAINS, strategy="partial-finetune")
+        cost.observe(predicted, 0.4 * predicted, kind=CACHED, strategy="partial-finetune")
+    cached = dict(frozen_prefix=2, cached=True)
     assert cost.predict(query(strategy="lora")).correction == pytest.approx(1.7)
-    assert cost.predict(query(strategy="partial-finetune")).correction == pytest.approx(0.4)
-    kind = cost.predict(query(strategy="bitfit")).correction  # never run: the kind's five trials
-    assert kind == pytest.approx(0.4) and cost.predict(query()).correction == kind
+    assert cost.predict(query(strategy="partial-finetune", **cached)).correction == pytest.approx(0.4)
+    kind = cost.predict(query(strategy="bitfit")).correction  # never run: its kind's trials
+    assert kind == pytest.approx(1.7) and cost.predict(query()).correction == kind
+
+
+def test_a_cached_fine_tune_never_prices_one_that_runs_every_layer():
+    """On MNIST-5k a partial fine-tune over cached activations took 0.4x its parts; the same strategy
+    augmented (nothing cached: the frozen layers run every epoch) took 0.8x, BitFit 1.1x. Priced with
+    the cached trials' 0.4, an augmented epoch was predicted at 9.5 s with 13.6 s left, ran past
+    the budget before its first epoch ended, and BitFit took 7.4 s where 2.9 s was predicted."""
+    cost, _ = model_with({("b", "64"): FOUR})
+    for predicted in (20.0, 30.0, 40.0):
+        cost.observe(predicted, 0.4 * predicted, kind=CACHED, strategy="partial-finetune")
+    cached = cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=True))
+    augmented = cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=False))
+    assert cached.kind == CACHED and cached.correction == pytest.approx(0.4)
+    assert augmented.kind == TRAINS and augmented.correction == 1.0  # the parts, not 0.4
+    assert cost.predict(query(strategy="bitfit")).correction == 1.0
+    cost.observe(6.8, 7.4, kind=TRAINS, strategy="bitfit")  # BitFit's first trial teaches its kind
+    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2)).correction == pytest.approx(
+        7.4 / 6.8
+    )
+    cost.observe(11.3, 9.4, kind=TRAINS, strategy="partial-finetune")  # then its own, uncached
+    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2)).correction == pytest.approx(
+        9.4 / 11.3
+    )
+    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=True)).correction == 0.4
 
 
 def test_a_sequence_length_not_measured_yet_is_priced_as_its_length_grows_not_as_pixels():
@@ -228,11 +262,11 @@ def test_the_sampler_prefers_improvement_per_second():
 def test_a_trial_the_budget_stopped_teaches_up_to_its_last_whole_epoch():
     from autotransfer.engine.objective import observe
 
-    parts = {"spent": 1.0, "fixed": 0.0, "epoch": 4.0, "correction": 1.0, "overhead": 0.0, "kind": TRAINS}
+    parts = {"spent": 1.0, "fixed": 0.0, "epoch": 4.0, "correction": 1.0, "overhead": 0.0}
     stopped = optuna.trial.create_trial(
         value=0.9,
         user_attrs={
-            "cost": parts,
+            "cost": parts | {"kind": TRAINS, "cached": False},
             "epochs_run": 1,
             "stopped": "budget",
             "duration_s": 30.0,  # one epoch and most of the next: not what one epoch costs
@@ -245,6 +279,13 @@ def test_a_trial_the_budget_stopped_teaches_up_to_its_last_whole_epoch():
     observe(cost, stopped)
     assert cost.pairs[TRAINS] == [(4.0, 12.0)] and cost.correction_for(TRAINS) == pytest.approx(3.0)
     assert cost.frozen_by_strategy == {"lora": [1]}
+    # recorded before trials over cached activations were a kind of their own: a frozen prefix and no
+    # augmentation was cached
+    old = optuna.trial.create_trial(
+        value=0.9, user_attrs={**stopped.user_attrs, "cost": parts | {"kind": TRAINS}}
+    )
+    observe(cost, old)
+    assert cost.pairs[CACHED] == [(4.0, 12.0)]
 
 
 def test_the_first_look_beyond_a_probe_is_cheap_and_long_enough_to_judge(digits, tmp_path):

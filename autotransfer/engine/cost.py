@@ -13,11 +13,14 @@ Forward time per layer group and the backward/forward ratio come from a few time
 first time a backbone runs at a resolution (``measure_rates``); they are remembered in the study
 (user attributes ``cost|DEVICE|...``), so resumed runs and other workers on the same device share them.
 What the parts miss (threads, batch-size effects, Python overhead) is corrected by the median ratio
-of actual to predicted seconds over the study's recent trials of the same strategy, else of the same
-kind: trials that train
-backbone weights and trials that train only a head on frozen features err differently (a probe's
-seconds are mostly overhead, a fine-tune's mostly backward passes), so one kind's ratio never prices
-the other below the parts, nor far above them (see ``CostModel.correction_for``).
+of actual to predicted seconds over the study's recent trials of the same strategy and kind, else of
+the same kind. Three kinds err differently: trials that train only a head on frozen features (a
+probe's seconds are mostly overhead), trials that train the top of a backbone over cached frozen
+activations, and trials that run every layer each epoch (a full fine-tune, LoRA, BitFit, a partial
+fine-tune with augmentation, which cannot cache): on MNIST-5k a cached partial fine-tune took 0.4x
+its parts, the same strategy augmented 0.8x and BitFit 1.1x, and one ratio for the strategy priced
+an augmented epoch at half what it took. One kind's ratio never prices another below the parts, nor
+far above them (see ``CostModel.correction_for``).
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ UNKNOWN_DECODE = 1e-3
 STEP_OVERHEAD = 1.5e-3
 #: the correction looks at this many recent trials of a kind
 HISTORY = 8
-#: the kinds of trial the correction is learned for apart
-FROZEN, TRAINS = "frozen", "trains"
+#: the kinds of trial the correction is learned for apart: nothing of the backbone trains; its top
+#: trains over cached frozen activations; it trains running every layer each epoch
+FROZEN, CACHED, TRAINS = "frozen", "cached", "trains"
+#: where a kind with no trials of its own borrows from, in order
+BORROW = {FROZEN: (TRAINS, CACHED), CACHED: (TRAINS, FROZEN), TRAINS: (CACHED, FROZEN)}
 #: a kind with no trials of its own yet borrows the other kind's correction up to this: a probe's
 #: seconds are mostly per-trial and per-epoch overhead (on digits at 32 px its actual time was 2.8-3.1x
 #: its parts), while a fine-tune's measured parts were within 2-9% of what its first trial took; and a
@@ -109,7 +115,7 @@ class Prediction:
     #: seconds every trial costs beyond its parts (the study's bookkeeping, checkpoints)
     overhead: float = 0.0
     parts: dict = field(default_factory=dict)
-    #: FROZEN (no backbone weight trains) or TRAINS: whose history corrects it
+    #: FROZEN (no backbone weight trains), CACHED or TRAINS: whose history corrects it
     kind: str = TRAINS
 
     @property
@@ -147,8 +153,9 @@ class CostModel:
         self.build: dict[str, float] = {}
         self.decode: dict[str, float] = {}
         self.step_per_param = 2e-9
-        self.pairs: dict[str, list[tuple[float, float]]] = {FROZEN: [], TRAINS: []}
-        self.by_strategy: dict[str, list[tuple[float, float]]] = {}
+        self.pairs: dict[str, list[tuple[float, float]]] = {FROZEN: [], CACHED: [], TRAINS: []}
+        #: (strategy, kind): a strategy's trials of one kind
+        self.by_strategy: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.frozen_by_strategy: dict[str, list[int]] = {}
         #: what was measured on this device ("optimizer"), so it is measured once
         self.measured: set[str] = set()
@@ -214,22 +221,23 @@ class CostModel:
         if predicted > 0 and actual > 0:
             self.pairs[kind] = (self.pairs.get(kind, []) + [(predicted, actual)])[-HISTORY:]
             if strategy:
-                kept = self.by_strategy.get(strategy, [])
-                self.by_strategy[strategy] = (kept + [(predicted, actual)])[-HISTORY:]
+                kept = self.by_strategy.get((strategy, kind), [])
+                self.by_strategy[strategy, kind] = (kept + [(predicted, actual)])[-HISTORY:]
         if frozen is not None:
             self.frozen_by_strategy.setdefault(frozen[0], []).append(frozen[1])
 
     def correction_for(self, kind: str, borrow_most: float = CROSS_KIND_MOST, strategy: str = "") -> float:
-        """Actual over predicted seconds for trials of ``strategy``, else of its ``kind`` (a LoRA epoch
-        took 1.3-1.7x its parts, a partial fine-tune's 0.4x): the median ratio of their recent trials
-        long enough (a predicted second or more) for overhead not to dominate, else of all. With none
-        of its kind yet, the other kind's, but never below one (probes do not teach that a fine-tune is
-        cheaper than its parts) nor above CROSS_KIND_MOST (nor three times dearer)."""
-        own = self.by_strategy.get(strategy) or self.pairs.get(kind) or []
+        """Actual over predicted seconds for trials of ``strategy`` of this ``kind``, else of the kind
+        (a LoRA epoch took 1.3-1.7x its parts, a cached partial fine-tune's 0.4x): the median ratio of
+        their recent trials long enough (a predicted second or more) for overhead not to dominate, else
+        of all. With none of its kind yet, another kind's (``BORROW``), but never below one (probes do
+        not teach that a fine-tune is cheaper than its parts) nor above CROSS_KIND_MOST (nor three
+        times dearer)."""
+        own = self.by_strategy.get((strategy, kind)) or self.pairs.get(kind) or []
         if own:
             long = [(p, a) for p, a in own if p >= 1.0] or own
             return min(5.0, max(0.2, statistics.median(a / p for p, a in long)))
-        others = [k for k, pairs in self.pairs.items() if pairs and k != kind]
+        others = [k for k in BORROW.get(kind, ()) if self.pairs.get(k)]
         return min(borrow_most, max(1.0, self.correction_for(others[0]))) if others else 1.0
 
     @property
@@ -322,7 +330,7 @@ class CostModel:
         decode = 0.0 if query.inputs_ready else self.decode_seconds(query.size) * query.n_decoded_inputs
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
         parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
-        kind = TRAINS if trainable > 0 else FROZEN
+        kind = FROZEN if trainable <= 0 else CACHED if query.cached and k > 0 else TRAINS
         return Prediction(
             fixed=build + decode + cache,
             per_epoch=per_epoch,

@@ -16,7 +16,7 @@ from ..errors import OutOfTime, TrialFailed
 from ..specs import FIXED, REFERENCE
 from . import extend, pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
-from .cost import TRAINS, CostModel, Prediction
+from .cost import CACHED, TRAINS, CostModel, Prediction
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
@@ -173,6 +173,7 @@ class Objective:
                 "correction": prediction.correction,
                 "overhead": prediction.overhead,
                 "kind": prediction.kind,
+                "cached": prediction.kind == CACHED,
             },
         )
         return prediction, epochs, allowed
@@ -309,7 +310,19 @@ def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None
     predicted = parts["fixed"] + parts["epoch"] * epochs
     strategy = attrs.get("strategy") or trial.params.get("strategy", "")
-    cost.observe(predicted, seconds - parts["spent"], frozen, parts.get("kind", TRAINS), strategy)
+    cost.observe(predicted, seconds - parts["spent"], frozen, kind_of(trial), strategy)
+
+
+def kind_of(trial: optuna.trial.FrozenTrial) -> str:
+    """The cost kind a trial was priced as. Recorded before trials over cached activations were a kind
+    of their own (no ``cached`` among its parts), one that froze a prefix and did not augment cached it
+    (``pricing.query_from_params``'s rule, with the cache on, the default)."""
+    parts, attrs = trial.user_attrs.get("cost") or {}, trial.user_attrs
+    kind = parts.get("kind", TRAINS)
+    old = kind == TRAINS and "cached" not in parts
+    if old and attrs.get("frozen_prefix") and trial.params.get("augment", "off") == "off":
+        return CACHED
+    return kind
 
 
 def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial, cost: CostModel | None = None) -> float | None:
@@ -323,7 +336,7 @@ def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial, cost: CostModel | 
     correction, overhead = parts["correction"], parts.get("overhead", 0.0)
     if cost is not None:
         strategy = attrs.get("strategy") or trial.params.get("strategy", "")
-        correction = cost.correction_for(parts.get("kind", TRAINS), strategy=strategy)
+        correction = cost.correction_for(kind_of(trial), strategy=strategy)
         overhead = cost.overhead
     return parts["spent"] + Prediction(parts["fixed"], parts["epoch"], correction, overhead).total(epochs)
 
