@@ -38,7 +38,9 @@ def errors_of(study: optuna.Study) -> tuple[list[float], list[float]]:
         (t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete),
         key=lambda t: t.datetime_complete,
     )
-    cost = CostModel("replay", {}, lambda key, value: None)
+    saved = study.user_attrs  # the study's measured rates (``cost|DEVICE|...``), read back as a run does
+    devices = [key.split("|")[1] for key in saved if key.startswith("cost|")]
+    cost = CostModel(devices[0] if devices else "replay", saved, lambda key, value: None)
     recorded, replayed = [], []
     for i, t in enumerate(finished):
         attrs = t.user_attrs

@@ -142,7 +142,7 @@ def test_a_strategy_is_corrected_by_its_own_trials_before_its_kinds():
         cost.observe(predicted, 1.7 * predicted, kind=TRAINS, strategy="lora")
     for predicted in (2.0, 3.0, 4.0):
         cost.observe(predicted, 0.4 * predicted, kind=CACHED, strategy="partial-finetune")
-    cached = dict(frozen_prefix=2, cached=True)
+    cached = dict(frozen_prefix=3, cached=True)
     assert cost.predict(query(strategy="lora")).correction == pytest.approx(1.7)
     assert cost.predict(query(strategy="partial-finetune", **cached)).correction == pytest.approx(0.4)
     kind = cost.predict(query(strategy="bitfit")).correction  # never run: its kind's trials
@@ -157,20 +157,20 @@ def test_a_cached_fine_tune_never_prices_one_that_runs_every_layer():
     cost, _ = model_with({("b", "64"): FOUR})
     for predicted in (20.0, 30.0, 40.0):
         cost.observe(predicted, 0.4 * predicted, kind=CACHED, strategy="partial-finetune")
-    cached = cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=True))
-    augmented = cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=False))
+    top = dict(strategy="partial-finetune", frozen_prefix=3)  # most of a forward pass frozen
+    cached = cost.predict(query(**top, cached=True))
+    augmented = cost.predict(query(**top, cached=False))
     assert cached.kind == CACHED and cached.correction == pytest.approx(0.4)
     assert augmented.kind == TRAINS and augmented.correction == 1.0  # the parts, not 0.4
     assert cost.predict(query(strategy="bitfit")).correction == 1.0
+    # LoRA leaves the stem frozen and cached; it still runs most of the network every epoch
+    stem = cost.predict(query(strategy="lora", frozen_prefix=1, cached=True))
+    assert stem.kind == TRAINS and stem.correction == 1.0
     cost.observe(6.8, 7.4, kind=TRAINS, strategy="bitfit")  # BitFit's first trial teaches its kind
-    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2)).correction == pytest.approx(
-        7.4 / 6.8
-    )
+    assert cost.predict(query(**top)).correction == pytest.approx(7.4 / 6.8)
     cost.observe(11.3, 9.4, kind=TRAINS, strategy="partial-finetune")  # then its own, uncached
-    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2)).correction == pytest.approx(
-        9.4 / 11.3
-    )
-    assert cost.predict(query(strategy="partial-finetune", frozen_prefix=2, cached=True)).correction == 0.4
+    assert cost.predict(query(**top)).correction == pytest.approx(9.4 / 11.3)
+    assert cost.predict(query(**top, cached=True)).correction == pytest.approx(0.4)
 
 
 def test_a_sequence_length_not_measured_yet_is_priced_as_its_length_grows_not_as_pixels():
@@ -279,13 +279,22 @@ def test_a_trial_the_budget_stopped_teaches_up_to_its_last_whole_epoch():
     observe(cost, stopped)
     assert cost.pairs[TRAINS] == [(4.0, 12.0)] and cost.correction_for(TRAINS) == pytest.approx(3.0)
     assert cost.frozen_by_strategy == {"lora": [1]}
-    # recorded before trials over cached activations were a kind of their own: a frozen prefix and no
-    # augmentation was cached
-    old = optuna.trial.create_trial(
-        value=0.9, user_attrs={**stopped.user_attrs, "cost": parts | {"kind": TRAINS}}
-    )
-    observe(cost, old)
-    assert cost.pairs[CACHED] == [(4.0, 12.0)]
+    # recorded before trials over cached activations were a kind of their own: one that froze most of
+    # a forward pass (at the rates measured for its backbone and size) and did not augment cached it
+    cost, _ = model_with({("b", "64"): FOUR})
+    size = {"image_size": optuna.distributions.CategoricalDistribution([32, 64])}
+    for prefix, kind in ((3, CACHED), (1, TRAINS)):
+        attrs = {
+            **stopped.user_attrs,
+            "cost": parts | {"kind": TRAINS},
+            "frozen_prefix": prefix,
+            "backbone": "b",
+        }
+        old = optuna.trial.create_trial(
+            value=0.9, params={"image_size": 64}, distributions=size, user_attrs=attrs
+        )
+        observe(cost, old)
+        assert cost.pairs[kind] == [(4.0, 12.0)]
 
 
 def test_the_first_look_beyond_a_probe_is_cheap_and_long_enough_to_judge(digits, tmp_path):

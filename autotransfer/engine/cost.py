@@ -49,7 +49,7 @@ HISTORY = 8
 FROZEN, CACHED, TRAINS = "frozen", "cached", "trains"
 #: where a kind with no trials of its own borrows from, in order
 BORROW = {FROZEN: (TRAINS, CACHED), CACHED: (TRAINS, FROZEN), TRAINS: (CACHED, FROZEN)}
-#: a kind with no trials of its own yet borrows the other kind's correction up to this: a probe's
+#: a kind with no trials of its own yet borrows another kind's correction up to this: a probe's
 #: seconds are mostly per-trial and per-epoch overhead (on digits at 32 px its actual time was 2.8-3.1x
 #: its parts), while a fine-tune's measured parts were within 2-9% of what its first trial took; and a
 #: trial skipped on an inflated price never runs to teach its kind's own correction
@@ -57,6 +57,15 @@ CROSS_KIND_MOST = 1.5
 #: the overhead every trial pays is this quantile of the short trials' residuals (their floor, see
 #: ``CostModel.overhead``)
 OVERHEAD_QUANTILE = 0.25
+
+
+def kind_of(forward: list[float], frozen_prefix: int, cached: bool) -> str:
+    """The kind of a trial that trains backbone weights: CACHED when it trains the top of the backbone
+    over cached activations that are most of a forward pass (a partial fine-tune of the top groups);
+    TRAINS when it runs most of the network each epoch (nothing cached, or only a stem: LoRA leaves
+    the first group frozen and cached, and errs as a full fine-tune does, not as a partial one)."""
+    k = min(len(forward), frozen_prefix)
+    return CACHED if cached and k > 0 and sum(forward[:k]) >= sum(forward[k:]) else TRAINS
 
 
 @dataclass
@@ -330,7 +339,7 @@ class CostModel:
         decode = 0.0 if query.inputs_ready else self.decode_seconds(query.size) * query.n_decoded_inputs
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
         parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
-        kind = FROZEN if trainable <= 0 else CACHED if query.cached and k > 0 else TRAINS
+        kind = FROZEN if trainable <= 0 else kind_of(forward, k, query.cached)
         return Prediction(
             fixed=build + decode + cache,
             per_epoch=per_epoch,

@@ -16,7 +16,7 @@ from ..errors import OutOfTime, TrialFailed
 from ..specs import FIXED, REFERENCE
 from . import extend, pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
-from .cost import CACHED, TRAINS, CostModel, Prediction
+from .cost import CACHED, TRAINS, CostModel, Prediction, kind_of
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
@@ -310,19 +310,21 @@ def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None
     predicted = parts["fixed"] + parts["epoch"] * epochs
     strategy = attrs.get("strategy") or trial.params.get("strategy", "")
-    cost.observe(predicted, seconds - parts["spent"], frozen, kind_of(trial), strategy)
+    cost.observe(predicted, seconds - parts["spent"], frozen, trial_kind(trial, cost), strategy)
 
 
-def kind_of(trial: optuna.trial.FrozenTrial) -> str:
+def trial_kind(trial: optuna.trial.FrozenTrial, cost: CostModel) -> str:
     """The cost kind a trial was priced as. Recorded before trials over cached activations were a kind
     of their own (no ``cached`` among its parts), one that froze a prefix and did not augment cached it
-    (``pricing.query_from_params``'s rule, with the cache on, the default)."""
+    (``pricing.query_from_params``'s rule, with the cache on, the default): its kind is what
+    ``cost.kind_of`` makes of that prefix at the rates measured for its backbone and resolution."""
     parts, attrs = trial.user_attrs.get("cost") or {}, trial.user_attrs
     kind = parts.get("kind", TRAINS)
-    old = kind == TRAINS and "cached" not in parts
-    if old and attrs.get("frozen_prefix") and trial.params.get("augment", "off") == "off":
-        return CACHED
-    return kind
+    if kind != TRAINS or "cached" in parts or trial.params.get("augment", "off") != "off":
+        return kind
+    size = trial.params.get("image_size", trial.params.get("max_length"))
+    rates = cost.rates_for(attrs.get("backbone") or trial.params.get("backbone", ""), size)
+    return kind_of(rates.forward, attrs.get("frozen_prefix") or 0, True) if rates is not None else kind
 
 
 def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial, cost: CostModel | None = None) -> float | None:
@@ -336,7 +338,7 @@ def predicted_for_epochs_run(trial: optuna.trial.FrozenTrial, cost: CostModel | 
     correction, overhead = parts["correction"], parts.get("overhead", 0.0)
     if cost is not None:
         strategy = attrs.get("strategy") or trial.params.get("strategy", "")
-        correction = cost.correction_for(kind_of(trial), strategy=strategy)
+        correction = cost.correction_for(trial_kind(trial, cost), strategy=strategy)
         overhead = cost.overhead
     return parts["spent"] + Prediction(parts["fixed"], parts["epoch"], correction, overhead).total(epochs)
 
