@@ -17,6 +17,7 @@ from ..specs import FIXED, REFERENCE
 from . import extend, pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import CACHED, TRAINS, CostModel, Prediction, kind_of
+from .portfolio import SIZE_KEYS
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
@@ -322,7 +323,7 @@ def trial_kind(trial: optuna.trial.FrozenTrial, cost: CostModel) -> str:
     kind = parts.get("kind", TRAINS)
     if kind != TRAINS or "cached" in parts or trial.params.get("augment", "off") != "off":
         return kind
-    size = trial.params.get("image_size", trial.params.get("max_length"))
+    size = next((trial.params[k] for k in SIZE_KEYS if k in trial.params), None)
     rates = cost.rates_for(attrs.get("backbone") or trial.params.get("backbone", ""), size)
     return kind_of(rates.forward, attrs.get("frozen_prefix") or 0, True) if rates is not None else kind
 
