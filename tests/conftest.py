@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # small CI machine, where torch's one-thread-per-core default makes them spin against each other
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 #: a user's plugin whose strategy trains much slower than any measurement predicts: a linear probe
-#: that sleeps in every batch, as a slow data pipeline or a busy machine would
+#: that sleeps in every batch (after its first ``after`` batches), as a slow data pipeline or a busy
+#: machine would
 SLOW_PLUGIN = """
 import time
 
@@ -28,6 +29,8 @@ from autotransfer import hookimpl
 from autotransfer.specs import StrategySpec
 
 SECONDS_PER_EXAMPLE = {seconds_per_example}
+AFTER = {after}
+batches = 0
 
 
 def prepare(model, params, context):
@@ -36,7 +39,10 @@ def prepare(model, params, context):
     plan = fine_tune_plan(model, context.n_groups, {{}})
 
     def extra_loss(model, source, extras, progress):
-        time.sleep(SECONDS_PER_EXAMPLE * len(source))  # whatever the batch size, the same per epoch
+        global batches
+        batches += 1
+        if batches > AFTER:  # whatever the batch size, the same per epoch
+            time.sleep(SECONDS_PER_EXAMPLE * len(source))
         return source.sum() * 0.0
 
     plan.extra_loss = extra_loss
@@ -50,9 +56,10 @@ def register_strategies(register):
 """
 
 
-def write_slow_plugin(path: Path, seconds_per_example: float = 0.02) -> Path:
-    """SLOW_PLUGIN as a file: its strategy sleeps this long per training example, whatever the batch."""
-    path.write_text(SLOW_PLUGIN.format(seconds_per_example=seconds_per_example))
+def write_slow_plugin(path: Path, seconds_per_example: float = 0.02, after: int = 0) -> Path:
+    """SLOW_PLUGIN as a file: its strategy sleeps this long per training example, whatever the batch,
+    once a process has trained ``after`` batches with it (a machine that gets busy mid-trial)."""
+    path.write_text(SLOW_PLUGIN.format(seconds_per_example=seconds_per_example, after=after))
     return path
 
 

@@ -28,8 +28,9 @@ def study_of(out):
 
 
 def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
-    # 0.06 s an example: about 13 s an epoch on 220 training examples, which the search cannot know
-    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06)
+    # 0.06 s an example: about 13 s an epoch on 220 training examples, which the search cannot know,
+    # nor see in the trial's first batches: the machine gets that busy after them
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06, after=8)
     out = tmp_path / "out"
     budget = 30  # room for start-up on a loaded 2-core machine; one trial alone would take longer
     started = time.time()
@@ -78,6 +79,34 @@ def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(di
     assert board.predicted_s.notna().all() and board.duration_s.notna().all()
     best = read_json(out / "best.json")
     assert best["single"]["val_metric"] == max(t.value for t in trials)
+
+
+def test_a_trial_slower_than_its_price_ends_at_the_epochs_its_first_batches_say_fit(digits, tmp_path):
+    # 0.06 s an example from the first batch: about 13 s an epoch where a probe's fraction of a second
+    # was priced; ten epochs planned on that price, one fits the budget
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06)
+    out = tmp_path / "out"
+    budget = 30
+    started = time.time()
+    cli_args = ["--budget", f"{budget}s", "--strategies", "slow-probe", "--image-size", "32"]
+    result = subprocess.run(
+        [sys.executable, "-m", "autotransfer", "--plugin", str(plugin), "search", str(digits), "-o", str(out)]
+        + cli_args
+        + ["--max-epochs", "10", "--no-reference", *LITE0],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.time() - started <= budget + grace(budget)
+    first = study_of(out).trials[0]
+    paced = first.user_attrs["paced"]
+    # measured, not priced: the epoch took many times what its parts said
+    assert paced["epoch_s"] > 10 * first.user_attrs["cost"]["epoch"]
+    # it ended at the epochs that fit, whole, its schedule with them: not cut by the budget mid-epoch
+    assert first.state == optuna.trial.TrialState.COMPLETE and not first.user_attrs.get("stopped")
+    assert first.user_attrs["epochs_run"] == paced["epochs"] < first.params["epochs"] == paced["planned"]
+    assert first.user_attrs["duration_s"] < 0.6 * budget
 
 
 def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digits, tmp_path):

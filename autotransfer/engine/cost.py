@@ -240,8 +240,7 @@ class CostModel:
         (a LoRA epoch took 1.3-1.7x its parts, a cached partial fine-tune's 0.4x): the median ratio of
         their recent trials long enough (a predicted second or more) for overhead not to dominate, else
         of all. With none of its kind yet, another kind's (``BORROW``), but never below one (probes do
-        not teach that a fine-tune is cheaper than its parts) nor above CROSS_KIND_MOST (nor three
-        times dearer)."""
+        not teach that a fine-tune is cheaper than its parts) nor above CROSS_KIND_MOST."""
         own = self.by_strategy.get((strategy, kind)) or self.pairs.get(kind) or []
         if own:
             long = [(p, a) for p, a in own if p >= 1.0] or own
@@ -334,11 +333,12 @@ class CostModel:
         eval_example = suffix + uncached
         steps = max(1, -(-query.n_train // max(1, query.batch_size)))
         step = STEP_OVERHEAD + self.step_per_param * (trainable + head)
-        per_epoch = query.n_train * train_example + query.n_eval * eval_example + steps * step
+        train = query.n_train * train_example + steps * step
+        per_epoch = train + query.n_eval * eval_example
         build = 0.0 if query.built else self.build.get(query.backbone, UNKNOWN_BUILD)
         decode = 0.0 if query.inputs_ready else self.decode_seconds(query.size) * query.n_decoded_inputs
         cache = prefix * query.n_cached_inputs if query.cached and not query.boundary_ready else 0.0
-        parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch}
+        parts = {"build": build, "decode": decode, "cache": cache, "epoch": per_epoch, "train": train}
         kind = FROZEN if trainable <= 0 else kind_of(forward, k, query.cached)
         return Prediction(
             fixed=build + decode + cache,

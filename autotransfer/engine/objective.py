@@ -17,19 +17,12 @@ from ..specs import FIXED, REFERENCE
 from . import extend, pricing
 from .budget import SAFETY, TRIAL_SHARE, Clock
 from .cost import CACHED, TRAINS, CostModel, Prediction, kind_of
-from .portfolio import SIZE_KEYS
+from .pace import Skipped, TooSlow, pace_for
+from .portfolio import SIZE_KEYS, smaller_sizes
 from .problem import Problem
 from .progress import Progress
 from .study import SearchStudy
 from .trial import Choices, TrialInfo, build_trial, choose, with_knobs
-
-
-class Skipped(optuna.TrialPruned):
-    """Not run: predicted not to fit the time left (``predicted``: seconds, for one epoch)."""
-
-    def __init__(self, message: str, predicted: float) -> None:
-        super().__init__(message)
-        self.predicted = round(predicted, 2)
 
 
 def too_dear(one_epoch: float, left: float, margin: float, predicted: float) -> Skipped:
@@ -88,6 +81,8 @@ class Objective:
             again = "" if smaller is None else f"; queued again at {smaller}"
             trial.set_user_attr("skipped", f"{skip}{again}")
             trial.set_user_attr("predicted_s", skip.predicted)
+            if isinstance(skip, TooSlow):
+                trial.set_user_attr("paced", skip.measured)  # what its batches took teaches the price
             raise
         except optuna.TrialPruned:
             raise
@@ -123,12 +118,16 @@ class Objective:
         self.cost.absorb(self.problem.timings)
         prediction, epochs, allowed = self._plan(trial, trainer, choices, started)
         ends: list[float] = []  # when each epoch ended, so a trial the budget stops still teaches
-        trainer.report = self._reporter(trial, role, epochs, ends)
+        trainer.report = self._reporter(trial, role, lambda: trainer.config.epochs, ends)
         who = f"{info.backbone} / {info.strategy}"
         deadline = None if allowed == float("inf") else started + allowed
-        trainer.monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline)
+        pace = pace_for(trial, prediction, epochs, deadline, smaller_sizes(self.problem, trial))
+        monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline, pace)
+        trainer.monitor = monitor
         fit_started = time.time()
         metric, trainer = self._fit(trial, trainer, role, choices)
+        if pace is not None and pace.measured is not None:
+            trial.set_user_attr("paced", pace.measured)
         metric = extend.train_on(trial, trainer, self, fit_started, ends)
         if ends:
             trial.set_user_attr("epochs_end_s", round(ends[-1] - started, 2))
@@ -179,7 +178,7 @@ class Objective:
         )
         return prediction, epochs, allowed
 
-    def _reporter(self, trial: optuna.Trial, role: str, last_epoch: int, ends: list[float]):
+    def _reporter(self, trial: optuna.Trial, role: str, last_epoch, ends: list[float]):
         # a first look at a strategy, a portfolio configuration or a promotion is not pruned either: a
         # fine-tune behind a probe after one epoch is often ahead after a few, and a look is there to learn
         attrs = trial.user_attrs
@@ -191,7 +190,7 @@ class Objective:
             ends.append(time.time())
             trial.report(metric, epoch)
             # the last epoch is never pruned: the trial has already paid for it; the reference never
-            prune = prunable and epoch < last_epoch and trial.should_prune()
+            prune = prunable and epoch < last_epoch() and trial.should_prune()
             trial.set_user_attr("epochs_run", epoch)
             if prune:
                 for key, value in extra.items():  # a storage write each: only for the epoch that counts
@@ -276,9 +275,8 @@ def requeue_smaller(problem: Problem, study: optuna.Study, trial) -> int | None:
     first trials taught the cost model) is queued again at the next smaller searched resolution: a
     cheaper fidelity of the same configuration. Returns that resolution (None: not queued again)."""
     key, source = problem.task.size_key, trial.user_attrs.get("portfolio")
-    size = trial.params.get(key) if key else None
-    smaller = [s for s in problem.input_sizes if size is not None and s < size]
-    if not source or not smaller:
+    smaller = smaller_sizes(problem, trial)
+    if not smaller:
         return None
     study.enqueue_trial({**trial.params, key: smaller[-1]}, user_attrs={"portfolio": source})
     trial.set_user_attr("requeued_at", smaller[-1])
@@ -302,10 +300,15 @@ def keep_checkpoint(checkpoints, number: int, trainer, info: TrialInfo, outputs:
 def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     """Teach the cost model from a finished trial: the predicted against the actual seconds after the
     prediction, for the epochs it ran; a trial the budget stopped, up to the end of its last whole
-    epoch (skipped trials teach nothing)."""
+    epoch; one its pace stopped, from the batches it timed (other skipped trials teach nothing)."""
     attrs = trial.user_attrs
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
     seconds = attrs.get("epochs_end_s") if attrs.get("stopped") else attrs.get("duration_s")
+    paced = attrs.get("paced")
+    if parts is not None and attrs.get("skipped") and paced:  # stopped by its pace: its batches teach
+        strategy = attrs.get("strategy") or trial.params.get("strategy", "")
+        cost.observe(paced["predicted"], paced["actual"], None, trial_kind(trial, cost), strategy)
+        return
     if parts is None or seconds is None or epochs < 1:
         return
     frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None

@@ -336,6 +336,16 @@ def within(problem, params: dict, estimate, seconds: float, measure=None) -> tup
     return short
 
 
+def smaller_sizes(problem, trial) -> list:
+    """The searched resolutions below a portfolio entry's, which it is queued again at when it does not
+    fit (none for other trials)."""
+    key = problem.task.size_key
+    size = trial.params.get(key) if key else None
+    if not trial.user_attrs.get("portfolio") or size is None:
+        return []
+    return [s for s in problem.input_sizes if s < size]
+
+
 def describe(entries: list[Entry]) -> list[str]:
     """One line an entry, for `autotransfer portfolio build`."""
     lines = []

@@ -16,6 +16,7 @@ import optuna
 from ..errors import OutOfTime
 from ..training.trainer import Monitor
 from .budget import Clock, clock_text
+from .pace import Pace
 
 #: redraws of the live line per second at most
 REFRESH = 4.0
@@ -88,6 +89,12 @@ class Progress:
             value = f"{self.metric}={trial.value:.4f}"
             if attrs.get("stopped"):
                 value += f" (stopped by {attrs['stopped']} after epoch {attrs.get('epochs_run')})"
+            paced = attrs.get("paced") or {}
+            if paced.get("epochs", 0) < paced.get("planned", 0):
+                value += (
+                    f" (ended at {paced['epochs']} of {paced['planned']} epochs: its first batches took "
+                    f"{paced['epoch_s']:.1f} s an epoch)"
+                )
             if attrs.get("continued"):
                 value += " (trained on, epochs {from} -> {to}: the best, its curve not turned)".format(
                     **attrs["continued"]
@@ -148,14 +155,16 @@ class Progress:
         )
 
     # inside a trial ---------------------------------------------------------------------------
-    def watch(self, number: int, who: str, predicted: float, deadline: float | None) -> TrialMonitor:
+    def watch(
+        self, number: int, who: str, predicted: float, deadline: float | None, pace: Pace | None = None
+    ) -> TrialMonitor:
         if self.live_enabled and self._live is None:
             from rich.live import Live
             from rich.text import Text
 
             self._live = Live(Text(""), console=self.console, transient=True, auto_refresh=False)
             self._live.start()
-        return TrialMonitor(self, number, who, predicted, deadline)
+        return TrialMonitor(self, number, who, predicted, deadline, pace)
 
     def draw(self, text: str) -> None:
         if self._live is not None:
@@ -170,18 +179,20 @@ class Progress:
 
 
 class TrialMonitor(Monitor):
-    """Draws one trial's live line and stops the trial at its deadline (the budget's, or its cap)."""
+    """Draws one trial's live line, stops the trial at its deadline (the budget's, or its cap) and,
+    with a ``pace``, checks its price against its first batches (see ``pace``)."""
 
     def __init__(
-        self, progress: Progress, number: int, who: str, predicted: float, deadline: float | None
+        self,
+        progress: Progress,
+        number: int,
+        who: str,
+        predicted: float,
+        deadline: float | None,
+        pace: Pace | None = None,
     ) -> None:
-        self.progress, self.number, self.who, self.predicted, self.deadline = (
-            progress,
-            number,
-            who,
-            predicted,
-            deadline,
-        )
+        self.progress, self.number, self.who, self.predicted = progress, number, who, predicted
+        self.deadline, self.pace = deadline, pace
         self.started = time.time()
         self.phase_name, self.epoch, self.epochs, self.batches = "start", 0, 0, 0
         self.batch, self.examples, self.phase_started = 0, 0, self.started
@@ -196,6 +207,15 @@ class TrialMonitor(Monitor):
         self.batch += 1
         self.examples += examples
         now = self._check()
+        if (
+            self.pace is not None
+            and self.phase_name == "train"
+            and self.epoch == 1
+            and self.last_epoch is None
+        ):
+            self.last_epoch = self.pace.batch(now, self.batch, self.batches)
+            if self.last_epoch is not None:  # the trial's time left, now measured
+                self.predicted = now - self.started + self.pace.measured["left_s"]
         if self.progress.live_enabled and now - self.drawn >= 1 / REFRESH:
             self.drawn = now
             self.progress.draw(self.line(now))

@@ -78,8 +78,12 @@ class TrainConfig:
 
 
 class Monitor:
-    """Watches a trial train. The search's monitor draws progress and raises ``OutOfTime`` when the
-    budget is spent; this one watches nothing."""
+    """Watches a trial train. The search's monitor draws progress, raises ``OutOfTime`` when the
+    budget is spent and, from the first batches' pace, may ask for fewer epochs; this one watches
+    nothing."""
+
+    #: the epoch the trial should now end after (None: as planned); the trainer shortens to it
+    last_epoch: int | None = None
 
     def phase(self, name: str, epoch: int, epochs: int, batches: int) -> None:
         """A phase starts: "cache" (computing frozen activations), "train" or "validate"."""
@@ -210,7 +214,18 @@ class Trainer:
         self._make_optimizer(count(train_x))
         if cfg.micro_batch is None:
             cfg.micro_batch = pass_size(self, train_x, extras_x)
-        return self._epochs(0, cfg.epochs)
+        return self._epochs(0)
+
+    def shorten(self, epochs: int) -> None:
+        """End after ``epochs`` (at least the one running) instead of the epochs planned; the learning
+        rate's schedule ends there too."""
+        cut = self.config.epochs - max(epochs, len(self.history) + 1)
+        if cut <= 0:
+            return
+        steps = cut * max(1, math.ceil(count(self.inputs[0]) / self.config.batch_size))
+        self.scheduler.lr_lambdas[0].total -= steps  # one schedule serves every parameter group
+        self.total_steps -= steps
+        self.config.epochs -= cut
 
     def extend(self, epochs: int, lr_scale: float) -> float:
         """After ``fit``, ``epochs`` more from the weights it ended with: a warm restart (the schedule
@@ -224,22 +239,28 @@ class Trainer:
         self.optimizer, self.scheduler, steps = make_optimizer(self.plan, restart, count(self.inputs[0]))
         self.step, self.total_steps = step, step + steps
         cfg.epochs = start + epochs
-        return self._epochs(start, cfg.epochs)
+        self.monitor.last_epoch = None  # what the first epoch's pace asked for is spent; this is priced apart
+        return self._epochs(start)
 
-    def _epochs(self, start: int, stop: int) -> float:
-        """Epochs ``start`` to ``stop`` (0-based), each validated and offered as the best."""
+    def _epochs(self, start: int) -> float:
+        """Epochs from ``start`` (0-based) to ``config.epochs`` (which ``shorten`` may lower meanwhile),
+        each validated and offered as the best."""
         train_x, val_x, extras_x, target_val_x = self.inputs
         try:
-            for epoch in range(start, stop):
+            epoch = start
+            while epoch < self.config.epochs:
                 if self.plan.on_epoch_start is not None:
                     self.plan.on_epoch_start(self.model, epoch)
                 loss = self.run_epoch(train_x, extras_x, epoch)
                 metric, details = self.validate(val_x, target_val_x, epoch)
                 self.history.append({"epoch": epoch + 1, "val_metric": metric, "train_loss": loss, **details})
-                self.kept.offer(self.model, epoch + 1, metric, epoch + 1 == stop, self.val_logits)
+                self.kept.offer(
+                    self.model, epoch + 1, metric, epoch + 1 == self.config.epochs, self.val_logits
+                )
                 self.monitor.epoch_end(epoch + 1, metric)
                 if self.report is not None:
                     self.report(epoch + 1, metric, {"train_loss": loss, **details})
+                epoch += 1
         except OutOfTime:
             if self.kept.epoch is None:
                 raise
@@ -283,6 +304,8 @@ class Trainer:
             total += self.train_step(take(train_x, index), self.train.labels[index], extra_batches)
             batches += 1
             self.monitor.batch_end(len(index))
+            if self.monitor.last_epoch is not None and self.monitor.last_epoch < self.config.epochs:
+                self.shorten(self.monitor.last_epoch)
         mean_loss = (total / max(1, batches)).item()
         if not math.isfinite(mean_loss):
             raise TrialFailed(
@@ -381,16 +404,27 @@ def make_optimizer(plan: Plan, config: TrainConfig, n_train: int):
     groups = [{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in plan.param_groups]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     total = max(1, math.ceil(n_train / config.batch_size)) * config.epochs
-    warmup = int(total * config.warmup_fraction)
+    schedule = Schedule(total, int(total * config.warmup_fraction), config.schedule)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), total
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if config.schedule == "constant":
+
+@dataclass
+class Schedule:
+    """The learning rate's factor at a step: a linear warm-up, then cosine to zero at ``total`` steps
+    or constant. ``total`` may be lowered while training (``Trainer.shorten``)."""
+
+    total: int
+    warmup: int
+    kind: str = "cosine"
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
             return 1.0
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), total
+        return 0.5 * (
+            1 + math.cos(math.pi * min(1.0, (step - self.warmup) / max(1, self.total - self.warmup)))
+        )
 
 
 def pass_size(trainer: Trainer, train_x: Any, extras_x: dict) -> int:
