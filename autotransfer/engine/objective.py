@@ -77,12 +77,7 @@ class Objective:
         try:
             return self._run(trial, role, started)
         except Skipped as skip:
-            smaller = requeue_smaller(self.problem, self.study.study, trial)
-            again = "" if smaller is None else f"; queued again at {smaller}"
-            trial.set_user_attr("skipped", f"{skip}{again}")
-            trial.set_user_attr("predicted_s", skip.predicted)
-            if isinstance(skip, TooSlow):
-                trial.set_user_attr("paced", skip.measured)  # what its batches took teaches the price
+            record_skip(self.problem, self.study, trial, skip, started)
             raise
         except optuna.TrialPruned:
             raise
@@ -260,6 +255,20 @@ class Objective:
         with open(self.problem.config.out_dir / "failures.log", "a") as log:
             log.write(f"--- trial {trial.number}\n{traceback.format_exc()}\n")
         return TrialFailed(reason)
+
+
+def record_skip(
+    problem: Problem, study: SearchStudy, trial: optuna.Trial, skip: Skipped, started: float
+) -> None:
+    """A skipped trial's reason and price; a portfolio entry is queued again at a smaller resolution."""
+    smaller = requeue_smaller(problem, study.study, trial)
+    again = "" if smaller is None else f"; queued again at {smaller}"
+    trial.set_user_attr("skipped", f"{skip}{again}")
+    predicted = skip.predicted
+    if isinstance(skip, TooSlow):  # measured from its first batches: its whole trial, at that pace
+        predicted += time.time() - started
+        trial.set_user_attr("paced", skip.measured)  # what its batches took teaches the price
+    trial.set_user_attr("predicted_s", round(predicted, 2))
 
 
 def skip_if_surplus(study: SearchStudy, trial: optuna.Trial, role: str) -> None:
