@@ -109,6 +109,31 @@ def test_a_trial_slower_than_its_price_ends_at_the_epochs_its_first_batches_say_
     assert first.user_attrs["duration_s"] < 0.6 * budget
 
 
+def test_a_trial_whose_first_epoch_cannot_end_is_skipped_on_its_first_batches(digits, tmp_path):
+    # 0.15 s an example: about 33 s an epoch, priced at a fraction of a second; the budget is 30 s
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.15)
+    out = tmp_path / "out"
+    budget = 30
+    started = time.time()
+    cli_args = ["--budget", f"{budget}s", "--strategies", "slow-probe", "--image-size", "32"]
+    subprocess.run(
+        [sys.executable, "-m", "autotransfer", "--plugin", str(plugin), "search", str(digits), "-o", str(out)]
+        + cli_args
+        + ["--max-epochs", "10", "--no-reference", *LITE0],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.time() - started <= budget + grace(budget)
+    board = pd.read_csv(out / "leaderboard.csv")
+    first = board.iloc[0]
+    assert first.state == "SKIPPED" and "measured over its first" in first.fail_reason
+    # stopped on its first batches, not at the deadline: its whole trial at that pace is its price
+    assert first.duration_s < 0.7 * first.predicted_s
+    paced = study_of(out).trials[0].user_attrs["paced"]
+    assert paced["epoch_s"] > 20.0 and paced["actual"] > 10 * paced["predicted"]
+
+
 def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digits, tmp_path):
     out = tmp_path / "out"
     budget = 90
