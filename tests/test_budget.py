@@ -27,40 +27,28 @@ def study_of(out):
     return optuna.load_study(study_name="autotransfer", storage=f"sqlite:///{out / 'study.db'}")
 
 
-def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
-    # 0.06 s an example: about 13 s an epoch on 220 training examples, which the search cannot know,
-    # nor see in the trial's first batches: the machine gets that busy after them
-    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06, after=8)
+def slow_search(digits, tmp_path, seconds_per_example: float, budget: int, after: int = 0):
+    """The slow plugin's strategy searched on digits at 32 px under ``budget`` seconds, as a user runs
+    it: (the output folder, the seconds the command took, its completed process)."""
+    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example, after=after)
     out = tmp_path / "out"
-    budget = 30  # room for start-up on a loaded 2-core machine; one trial alone would take longer
     started = time.time()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autotransfer",
-            "--plugin",
-            str(plugin),
-            "search",
-            str(digits),
-            "-o",
-            str(out),
-            "--budget",
-            f"{budget}s",
-            "--strategies",
-            "slow-probe",
-            "--image-size",
-            "32",
-            "--max-epochs",
-            "10",
-            "--no-reference",
-            *LITE0,
-        ],
+        [sys.executable, "-m", "autotransfer", "--plugin", str(plugin), "search", str(digits), "-o", str(out)]
+        + ["--budget", f"{budget}s", "--strategies", "slow-probe", "--image-size", "32"]
+        + ["--max-epochs", "10", "--no-reference", *LITE0],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    took = time.time() - started
+    return out, time.time() - started, result
+
+
+def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(digits, tmp_path):
+    # 0.06 s an example: about 13 s an epoch on 220 training examples, which the search cannot know,
+    # nor see in the trial's first batches: the machine gets that busy after them
+    budget = 30  # room for start-up on a loaded 2-core machine; one trial alone would take longer
+    out, took, result = slow_search(digits, tmp_path, 0.06, budget, after=8)
     assert result.returncode == 0, result.stderr
     # the first trial's epochs are fitted to a share of the budget at the predicted cost (a probe's, a
     # fraction of a second an epoch); at 13 s an epoch two of them outrun the budget. The whole command
@@ -84,21 +72,10 @@ def test_a_small_budget_ends_on_time_and_a_stopped_trial_keeps_its_best_epoch(di
 def test_a_trial_slower_than_its_price_ends_at_the_epochs_its_first_batches_say_fit(digits, tmp_path):
     # 0.06 s an example from the first batch: about 13 s an epoch where a probe's fraction of a second
     # was priced; ten epochs planned on that price, one fits the budget
-    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.06)
-    out = tmp_path / "out"
     budget = 30
-    started = time.time()
-    cli_args = ["--budget", f"{budget}s", "--strategies", "slow-probe", "--image-size", "32"]
-    result = subprocess.run(
-        [sys.executable, "-m", "autotransfer", "--plugin", str(plugin), "search", str(digits), "-o", str(out)]
-        + cli_args
-        + ["--max-epochs", "10", "--no-reference", *LITE0],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out, took, result = slow_search(digits, tmp_path, 0.06, budget)
     assert result.returncode == 0, result.stderr
-    assert time.time() - started <= budget + grace(budget)
+    assert took <= budget + grace(budget)
     first = study_of(out).trials[0]
     paced = first.user_attrs["paced"]
     # measured, not priced: the epoch took many times what its parts said
@@ -111,20 +88,9 @@ def test_a_trial_slower_than_its_price_ends_at_the_epochs_its_first_batches_say_
 
 def test_a_trial_whose_first_epoch_cannot_end_is_skipped_on_its_first_batches(digits, tmp_path):
     # 0.15 s an example: about 33 s an epoch, priced at a fraction of a second; the budget is 30 s
-    plugin = write_slow_plugin(tmp_path / "slow_plugin.py", seconds_per_example=0.15)
-    out = tmp_path / "out"
     budget = 30
-    started = time.time()
-    cli_args = ["--budget", f"{budget}s", "--strategies", "slow-probe", "--image-size", "32"]
-    subprocess.run(
-        [sys.executable, "-m", "autotransfer", "--plugin", str(plugin), "search", str(digits), "-o", str(out)]
-        + cli_args
-        + ["--max-epochs", "10", "--no-reference", *LITE0],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert time.time() - started <= budget + grace(budget)
+    out, took, _ = slow_search(digits, tmp_path, 0.15, budget)
+    assert took <= budget + grace(budget)
     board = pd.read_csv(out / "leaderboard.csv")
     first = board.iloc[0]
     assert first.state == "SKIPPED" and "measured over its first" in first.fail_reason
