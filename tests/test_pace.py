@@ -31,13 +31,14 @@ def test_a_trial_slower_than_its_price_ends_at_the_epochs_that_fit():
     said = first_batches(p)
     assert said[:2] == [None, None]  # too little timed to judge: the first batch pays one-offs
     assert said[2:] == [6, 6]  # 11.8 s to end this epoch, then 5 more within 90% of what is left
-    assert p.measured["epoch_s"] == pytest.approx(13.33, abs=0.01) and p.shortened
+    assert p.measured["epoch_s"] == pytest.approx(13.33, abs=0.01)
+    assert p.measured["epochs"] < p.measured["planned"] == 10
     assert p.batch(50.0, 10, 20) == 6  # judged once, not again on every batch
     # what the parts predicted for the three batches timed, and what they took: a price to learn from
     assert (p.measured["predicted"], p.measured["actual"]) == (pytest.approx(0.15), 1.0)
     # a trial that fits is left as planned
     roomy = pace(deadline=1000.0)
-    assert first_batches(roomy)[2] == 10 and not roomy.shortened
+    assert first_batches(roomy)[2] == 10 and roomy.measured["epochs"] == roomy.measured["planned"]
 
 
 def test_a_trial_whose_first_epoch_cannot_end_stops_at_once_and_teaches_its_price():

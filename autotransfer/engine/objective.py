@@ -117,8 +117,9 @@ class Objective:
         who = f"{info.backbone} / {info.strategy}"
         deadline = None if allowed == float("inf") else started + allowed
         pace = pace_for(trial, prediction, epochs, deadline, smaller_sizes(self.problem, trial))
-        monitor = self.progress.watch(trial.number, who, trial.user_attrs["predicted_s"], deadline, pace)
-        trainer.monitor = monitor
+        trainer.monitor = self.progress.watch(
+            trial.number, who, trial.user_attrs["predicted_s"], deadline, pace
+        )
         fit_started = time.time()
         metric, trainer = self._fit(trial, trainer, role, choices)
         if pace is not None and pace.measured is not None:
@@ -313,16 +314,14 @@ def observe(cost: CostModel, trial: optuna.trial.FrozenTrial) -> None:
     attrs = trial.user_attrs
     parts, epochs = attrs.get("cost"), attrs.get("epochs_run") or 0
     seconds = attrs.get("epochs_end_s") if attrs.get("stopped") else attrs.get("duration_s")
-    paced = attrs.get("paced")
+    paced, strategy = attrs.get("paced"), attrs.get("strategy") or trial.params.get("strategy", "")
     if parts is not None and attrs.get("skipped") and paced:  # stopped by its pace: its batches teach
-        strategy = attrs.get("strategy") or trial.params.get("strategy", "")
         cost.observe(paced["predicted"], paced["actual"], None, trial_kind(trial, cost), strategy)
         return
     if parts is None or seconds is None or epochs < 1:
         return
     frozen = (attrs["strategy"], attrs["frozen_prefix"]) if "frozen_prefix" in attrs else None
     predicted = parts["fixed"] + parts["epoch"] * epochs
-    strategy = attrs.get("strategy") or trial.params.get("strategy", "")
     cost.observe(predicted, seconds - parts["spent"], frozen, trial_kind(trial, cost), strategy)
 
 

@@ -108,10 +108,6 @@ class Pace:
             )
         return self.measured["epochs"]
 
-    @property
-    def shortened(self) -> bool:
-        return self.measured is not None and self.measured["epochs"] < self.epochs
-
 
 def pace_for(trial, prediction, epochs: int, deadline: float | None, smaller: list) -> Pace | None:
     """The check of a trial's price (``prediction``, for ``epochs``) against its first batches: none
@@ -120,6 +116,5 @@ def pace_for(trial, prediction, epochs: int, deadline: float | None, smaller: li
     if deadline is None or trial.user_attrs.get(FIXED):
         return None
     least = min(ENTRY_EPOCHS, epochs) if smaller else 1
-    train = prediction.parts.get("train", prediction.per_epoch)
     priced = prediction.per_epoch * prediction.correction
-    return Pace(prediction.per_epoch, train, priced, epochs, least, deadline)
+    return Pace(prediction.per_epoch, prediction.parts["train"], priced, epochs, least, deadline)

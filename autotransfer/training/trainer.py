@@ -82,7 +82,8 @@ class Monitor:
     budget is spent and, from the first batches' pace, may ask for fewer epochs; this one watches
     nothing."""
 
-    #: the epoch the trial should now end after (None: as planned); the trainer shortens to it
+    #: the epoch the trial should now end after (None: as planned); in its first epoch the trainer
+    #: shortens to it
     last_epoch: int | None = None
 
     def phase(self, name: str, epoch: int, epochs: int, batches: int) -> None:
@@ -239,7 +240,6 @@ class Trainer:
         self.optimizer, self.scheduler, steps = make_optimizer(self.plan, restart, count(self.inputs[0]))
         self.step, self.total_steps = step, step + steps
         cfg.epochs = start + epochs
-        self.monitor.last_epoch = None  # what the first epoch's pace asked for is spent; this is priced apart
         return self._epochs(start)
 
     def _epochs(self, start: int) -> float:
@@ -304,8 +304,10 @@ class Trainer:
             total += self.train_step(take(train_x, index), self.train.labels[index], extra_batches)
             batches += 1
             self.monitor.batch_end(len(index))
-            if self.monitor.last_epoch is not None and self.monitor.last_epoch < self.config.epochs:
-                self.shorten(self.monitor.last_epoch)
+            # the monitor judges the first epoch's pace (a continuation, later, is priced apart)
+            wanted = self.monitor.last_epoch
+            if epoch == 0 and wanted is not None and wanted < self.config.epochs:
+                self.shorten(wanted)
         mean_loss = (total / max(1, batches)).item()
         if not math.isfinite(mean_loss):
             raise TrialFailed(
