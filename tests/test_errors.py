@@ -11,7 +11,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import FAST, cli, cli_subprocess, interruptible
+from conftest import FAST, cli, cli_subprocess, interruptible, write_slow_plugin
 
 TINY = ["--n-trials", "1", "--max-epochs", "1", "--no-reference", *FAST]
 
@@ -149,21 +149,11 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path, st
 
 def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path):
     out = tmp_path / "o"
-    args = [
-        sys.executable,
-        "-m",
-        "autotransfer.cli",
-        "search",
-        str(digits),
-        "-o",
-        str(out),
-        "--n-trials",
-        "40",
-        "--max-epochs",
-        "3",
-        "--no-pruning",
-        *FAST,
-    ]
+    # trials of the slow plugin's probe take seconds, so Ctrl-C lands inside one, not between two
+    plugin = ["--plugin", str(write_slow_plugin(tmp_path / "slow_plugin.py", 0.004))]
+    search = ["search", str(digits), "-o", str(out), "--strategies", "slow-probe", "--no-reference"]
+    args = [sys.executable, "-m", "autotransfer.cli", *plugin, *search, "--n-trials", "40"]
+    args += ["--max-epochs", "3", "--no-pruning", *FAST]
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
     )
@@ -178,6 +168,11 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
         except Exception:
             continue
     assert len(complete) >= 2, "the search never finished two trials"
+    while time.time() < deadline and not any(
+        t.state == optuna.trial.TrialState.RUNNING for t in study.trials
+    ):
+        time.sleep(0.1)
+        study = optuna.load_study(study_name="autotransfer", storage=storage)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -189,7 +184,7 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     }
     assert (out / "leaderboard.csv").is_file()
     n = len(optuna.load_study(study_name="autotransfer", storage=storage).trials)
-    cli("search", digits, "-o", out, "--n-trials", str(n + 1), "--max-epochs", "3", "--no-pruning", *FAST)
+    cli(*plugin, *search, "--n-trials", str(n + 1), "--max-epochs", "3", "--no-pruning", *FAST)
     after = optuna.load_study(study_name="autotransfer", storage=storage).trials
     for number, kept in before.items():
         assert (after[number].value, after[number].params) == kept

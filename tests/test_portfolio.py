@@ -194,6 +194,7 @@ def test_an_entry_too_dear_at_its_resolution_runs_at_a_smaller_one(priced):
     resolution, the largest smaller searched resolution where one does."""
     problem, estimate = priced
     sizes = problem.input_sizes
+    problem.dataset.input_size = sizes[-1]  # data as large as the backbone's own: no scale caps a fine-tune
     params = {
         "backbone": "tf_efficientnet_lite0",
         "strategy": "full-finetune",
@@ -246,6 +247,7 @@ def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own
     but two at a smaller one runs at the largest smaller resolution where two fit."""
     problem, estimate = priced
     sizes = problem.input_sizes
+    problem.dataset.input_size = sizes[-1]  # data as large as the backbone's own: no scale caps a fine-tune
     params = {"backbone": "tf_efficientnet_lite0", "strategy": "lora", "epochs": 3, "batch_size": 32}
     params["image_size"] = sizes[-1]
     seconds = 1.05 * estimate({**params, "epochs": 1})
@@ -254,3 +256,23 @@ def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own
     assert fitted["image_size"] < sizes[-1] and fitted["epochs"] >= 2 and spent <= seconds
     larger = [size for size in sizes if size > fitted["image_size"]]
     assert all(estimate({**params, "image_size": size, "epochs": 2}) > seconds for size in larger)
+
+
+def test_a_fine_tune_entry_starts_at_the_datas_own_scale_a_probe_at_its_own(priced):
+    """On 8 px digits, a fine-tune entry learned at 128 px runs at 32 px (the smallest searched
+    resolution, which holds the data's own), however much room there is: its weights adapt to the
+    data's scale, and a larger input only costs. A probe's frozen features want the backbone's scale:
+    it keeps its resolution when that fits. Data as large as the backbone's own caps neither."""
+    problem, estimate = priced
+    sizes = problem.input_sizes
+    assert problem.dataset.input_size <= sizes[0] == portfolio.data_scale(problem)
+    lora = {"backbone": "tf_efficientnet_lite0", "strategy": "lora", "epochs": 3, "batch_size": 16}
+    lora["image_size"] = sizes[2]
+    plenty = 100 * estimate({**lora, "epochs": 3})
+    fitted, _ = portfolio.within(problem, lora, estimate, plenty)
+    assert fitted["image_size"] == sizes[0] and fitted["epochs"] == 3
+    probe = {**lora, "strategy": "linear-probe"}
+    assert portfolio.within(problem, probe, estimate, plenty)[0]["image_size"] == sizes[2]
+    problem.dataset.input_size = sizes[-1]
+    assert portfolio.data_scale(problem) == sizes[-1]
+    assert portfolio.within(problem, lora, estimate, plenty)[0]["image_size"] == sizes[2]
