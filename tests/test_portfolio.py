@@ -261,8 +261,9 @@ def test_an_entry_takes_two_epochs_at_a_smaller_resolution_before_one_at_its_own
 def test_a_fine_tune_entry_starts_at_the_datas_own_scale_a_probe_at_its_own(priced):
     """On 8 px digits, a fine-tune entry learned at 128 px runs at 32 px (the smallest searched
     resolution, which holds the data's own), however much room there is: its weights adapt to the
-    data's scale, and a larger input only costs. A probe's frozen features want the backbone's scale:
-    it keeps its resolution when that fits. Data as large as the backbone's own caps neither."""
+    data's scale, and a larger input only costs. Frozen features (a probe's, those under a partial
+    fine-tune of the top groups) want the backbone's scale: they keep their resolution when it fits.
+    Data as large as the backbone's own caps none."""
     problem, estimate = priced
     sizes = problem.input_sizes
     assert problem.dataset.input_size <= sizes[0] == portfolio.data_scale(problem)
@@ -273,6 +274,10 @@ def test_a_fine_tune_entry_starts_at_the_datas_own_scale_a_probe_at_its_own(pric
     assert fitted["image_size"] == sizes[0] and fitted["epochs"] == 3
     probe = {**lora, "strategy": "linear-probe"}
     assert portfolio.within(problem, probe, estimate, plenty)[0]["image_size"] == sizes[2]
+    top = {**lora, "strategy": "partial-finetune", "partial-finetune.freeze_depth": 5}  # frozen features
+    assert portfolio.within(problem, top, estimate, plenty)[0]["image_size"] == sizes[2]
+    stem = {**top, "partial-finetune.freeze_depth": 1}  # trains from the stem on
+    assert portfolio.within(problem, stem, estimate, plenty)[0]["image_size"] == sizes[0]
     problem.dataset.input_size = sizes[-1]
     assert portfolio.data_scale(problem) == sizes[-1]
     assert portfolio.within(problem, lora, estimate, plenty)[0]["image_size"] == sizes[2]

@@ -41,6 +41,9 @@ PORTFOLIO_SHARE = 0.5
 #: its warm-up (on digits, LoRA of Lite0 at 64 px reached 0.907-0.933 in one epoch, 0.973-0.978 in two;
 #: at 128 px in one, 0.948)
 ENTRY_EPOCHS = 2
+#: leading layer groups a fine-tune may leave frozen and still count as adapting to the data's scale
+#: (LoRA leaves the stem frozen)
+STEM_GROUPS = 1
 #: how much an entry's place among its dataset's best counts against nearness (log units)
 RANK_WEIGHT = 0.5
 #: keys that describe the trial's resolution, by task
@@ -315,12 +318,12 @@ def portfolio_trials(
 
 def within(problem, params: dict, estimate, seconds: float, measure=None) -> tuple[dict | None, float]:
     """``params`` at the epochs that fit ``seconds``, at the largest searched resolution (at most its
-    own, and for a fine-tune at most ``data_scale``) where it gets ENTRY_EPOCHS of its epochs; where
-    none does, at the largest where one epoch fits (a cheaper fidelity of the same configuration)."""
+    own, and at most ``data_scale`` for a fine-tune from the stem) where it gets ENTRY_EPOCHS of its
+    epochs; where none does, at the largest where one epoch fits (a cheaper fidelity of the same
+    configuration)."""
     key = problem.task.size_key
     top = params.get(key) if key else None
-    strategy = problem.strategy_by_name.get(params.get("strategy"))
-    if top is not None and strategy is not None and strategy.role != PROBE:
+    if top is not None and adapts_from_the_stem(problem, params):
         top = min(top, data_scale(problem))
     sizes = [s for s in problem.input_sizes if top is not None and s <= top][::-1] or [None]
     wanted = min(ENTRY_EPOCHS, params["epochs"])
@@ -340,16 +343,29 @@ def within(problem, params: dict, estimate, seconds: float, measure=None) -> tup
     return short
 
 
+def adapts_from_the_stem(problem, params: dict) -> bool:
+    """Whether a trial of ``params`` trains its backbone from the first layers on (a full fine-tune,
+    LoRA, BitFit, a partial fine-tune frozen through at most STEM_GROUPS), not through frozen features
+    (a probe; a partial fine-tune of the top groups)."""
+    strategy = problem.strategy_by_name.get(params.get("strategy"))
+    if strategy is None or strategy.role == PROBE:
+        return False
+    return params.get(f"{strategy.name}.freeze_depth", 0) <= STEM_GROUPS
+
+
 def data_scale(problem) -> int:
     """The smallest searched resolution that holds the data's own (its median image side; the
-    largest searched when none does or it is unknown). A portfolio's fine-tune starts there: its
-    weights adapt to the data's scale, and a larger input adds compute, not information. On digits
+    largest searched when none does or it is unknown). A portfolio entry that trains from the stem
+    (``adapts_from_the_stem``) starts there: its weights adapt to the data's scale, and a larger input
+    adds compute, not information. On digits
     (8 px) a LoRA of Lite0 at batch 16 reached the same validation per epoch at 32 px as at 64 (0.944,
     0.959-0.978, 0.985 over its first three epochs) at 4.0-4.5 s an epoch against 7.4-8.7 s; as a
     portfolio entry in a 100 s search, test accuracy 0.996 and 0.985 (seeds 0, 1) against 0.985 and
-    0.974 at 64 px. A probe reads frozen features, which want the scale the backbone learned: it keeps
-    the larger resolution (Lite2's probe of digits: 0.62 at 32 px, 0.93 at 64, 0.94-0.95 at 128). The
-    search promotes its best trial to the next resolution up when that fits (``extend.promote``)."""
+    0.974 at 64 px. Frozen features want the scale the backbone learned: a probe keeps the larger
+    resolution (Lite2's probe of digits: 0.62 at 32 px, 0.93 at 64, 0.94-0.95 at 128), and so does a
+    partial fine-tune of the top groups (on MNIST-5k one frozen through 7 of Lite1's groups reached
+    0.90-0.93 at 32 px, 0.95 at 64). The search promotes its best trial to the next resolution up when
+    that fits (``extend.promote``)."""
     sizes = problem.input_sizes
     own = problem.dataset.input_size
     return next((s for s in sizes if own and s >= own), sizes[-1]) if sizes else 0
