@@ -26,20 +26,20 @@ PROBE = {
 }
 
 
-def lite0_config(digits, tmp_path, **options) -> SearchConfig:
-    """A search of Lite0 on digits, quiet, on the CPU, without the reference or an ensemble."""
-    config = {"device": "cpu", "seed": 0, "quiet": True, "reference": False, "ensemble": False}
-    return SearchConfig(
-        data=str(digits),
-        output=str(tmp_path / "out"),
-        backbones=["tf_efficientnet_lite0"],
-        **config | options,
-    )
-
-
 def probe_search(digits, tmp_path, first_trials: list[dict], **options):
     """A probes-only search on digits at 32 px, ``first_trials`` queued before anything else."""
-    config = lite0_config(digits, tmp_path, strategies=["linear-probe"], **{"image_size": 32, **options})
+    config = SearchConfig(
+        data=str(digits),
+        output=str(tmp_path / "out"),
+        device="cpu",
+        seed=0,
+        quiet=True,
+        backbones=["tf_efficientnet_lite0"],
+        strategies=["linear-probe"],
+        reference=False,
+        ensemble=False,
+        **{"image_size": 32, **options},
+    )
     with quiet_optuna():
         search = Search.open(config)
         for params in first_trials:
@@ -162,36 +162,3 @@ def test_a_promotion_whose_trial_was_overtaken_meanwhile_is_skipped(digits, tmp_
     (fresh,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 1]
     assert fresh.params["image_size"] == 64 and fresh.state == optuna.trial.TrialState.COMPLETE
     assert "skipped" not in fresh.user_attrs  # and a promotion is not pruned: it is a planned bet
-
-
-@pytest.mark.parametrize("needed, queued", [(2, True), (100_000, False)])
-def test_a_promotion_gets_at_least_the_epochs_its_trial_needed_or_is_not_queued(
-    digits, tmp_path, needed, queued
-):
-    """Fewer epochs at a larger resolution is another bet, not a higher fidelity: the best trial goes
-    up a resolution only with at least the epochs it took to reach its best (a LoRA of digits best
-    after 10 epochs at 32 px, promoted with the 2 that fitted at 64, scored below it)."""
-    from autotransfer.engine import pricing
-    from autotransfer.engine.budget import Clock
-    from autotransfer.engine.extend import promote
-
-    budget = 10_000  # a trial may plan 3200 s: many LoRA epochs at 64 px, never 100,000
-    config = lite0_config(digits, tmp_path, strategies=["lora"], budget=budget)
-    with quiet_optuna():
-        search = Search.open(config, clock=Clock.start(budget))
-    problem, study = search.problem, search.study
-    pricing.prime(problem, search.cost)
-    sizes = problem.input_sizes
-    params = {**PROBE, "strategy": "lora", "image_size": sizes[0], "epochs": 2}
-    distributions = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
-    distributions["image_size"] = optuna.distributions.CategoricalDistribution(sizes)
-    best = optuna.trial.create_trial(
-        params=params, distributions=distributions, value=0.99, user_attrs={"best_epoch": needed}
-    )
-    study.study.add_trial(best)
-    up = promote(problem, study, search.cost, search.clock, study.trials()[0])
-    if queued:
-        assert up["image_size"] == sizes[1] and up["epochs"] >= needed
-        assert study.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    else:
-        assert up is None and not study.study.get_trials(states=(optuna.trial.TrialState.WAITING,))

@@ -24,14 +24,12 @@ search's to choose), nor in plain random search (the baseline), whose trials run
 The best configuration also goes up a fidelity: once a trial finishes as the study's best, the same
 parameters at the next larger searched resolution (image side, or text length) are queued, unless that
 backbone and strategy have a trial there already, with the epochs predicted to fit what one trial may
-take, and only when those are at least the epochs it took to reach its best (``promote``: a LoRA of
-digits that reached 0.993-1.000 in 10 epochs at 32 px, promoted to 64 px with the 2 epochs that fitted,
-reached 0.966-0.978 and cost 17 s of a 2-minute search); when its turn comes and another trial has
-overtaken it meanwhile, it is skipped (``skip_if_overtaken``): the promotion was a bet on the best.
-Cheap resolutions find what works; the next one up is where it usually works better: a probe of MNIST-5k
-at 32 px reached 0.77-0.79 validation, at 64 px 0.92, and a search whose sampler priced every 64 px
-trial with the one-off cost of its first cache (10-17 s of a minute against 0.5 s for another 32 px
-probe) never went there."""
+take (``promote``); when its turn comes and another trial has overtaken it meanwhile, it is skipped
+(``skip_if_overtaken``): the promotion was a bet on the best. Cheap resolutions find what works; the
+next one up is where it usually works better: a probe of MNIST-5k at 32 px reached 0.77-0.79
+validation, at 64 px 0.92, and a search whose sampler priced every 64 px trial with the one-off cost
+of its first cache (10-17 s of a minute against 0.5 s for another 32 px probe) never went there.
+"""
 
 from __future__ import annotations
 
@@ -141,11 +139,10 @@ def promote(problem, study: SearchStudy, cost, clock: Clock, trial: optuna.trial
         return None  # tried there already, or queued
     seconds = min(clock.trials_left(), TRIAL_SHARE * clock.budget) * SAFETY
     estimate = lambda p: pricing.estimate(problem, cost, p)  # noqa: E731
-    needed = attrs.get("best_epoch") or 1  # the epochs it took to reach its best
-    epochs = max(params.get("epochs", 1), needed)  # trained on: as far as it paid
-    up, predicted = pricing.fit_epochs({**params, key: larger[0]}, estimate, seconds, needed, epochs)
+    epochs = max(params.get("epochs", 1), attrs.get("best_epoch") or 1)  # trained on: as far as it paid
+    up, predicted = pricing.fit_epochs({**params, key: larger[0]}, estimate, seconds, 1, epochs)
     if predicted > seconds:
-        return None  # fewer epochs at a larger resolution is another bet, not a higher fidelity
+        return None
     who = {"backbone": up.get("backbone"), "strategy": up.get("strategy")}  # shown should it be skipped
     study.study.enqueue_trial(up, user_attrs={"promoted": trial.number, **who})
     return up
