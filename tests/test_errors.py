@@ -147,6 +147,20 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path, st
     assert "Traceback" in (out / "failures.log").read_text()  # the details are kept for debugging
 
 
+def trials_when(storage: str, ready, deadline: float, every: float) -> list:
+    """A running search's trials once ``ready(trials)`` holds, looked at every ``every`` seconds until
+    ``deadline`` ([] when it never does)."""
+    while time.time() < deadline:
+        time.sleep(every)
+        try:
+            trials = optuna.load_study(study_name="autotransfer", storage=storage).trials
+        except Exception:  # the search has not written its study yet
+            continue
+        if ready(trials):
+            return trials
+    return []
+
+
 def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path):
     out = tmp_path / "o"
     # trials of the slow plugin's probe take seconds, so Ctrl-C lands inside one, not between two
@@ -159,20 +173,10 @@ def test_ctrl_c_stops_cleanly_and_resume_keeps_finished_trials(digits, tmp_path)
     )
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.time() + 240
-    complete = []
-    while time.time() < deadline and len(complete) < 2:
-        time.sleep(1)
-        try:
-            study = optuna.load_study(study_name="autotransfer", storage=storage)
-            complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        except Exception:
-            continue
-    assert len(complete) >= 2, "the search never finished two trials"
-    while time.time() < deadline and not any(
-        t.state == optuna.trial.TrialState.RUNNING for t in study.trials
-    ):
-        time.sleep(0.1)
-        study = optuna.load_study(study_name="autotransfer", storage=storage)
+    state = optuna.trial.TrialState
+    two_done = lambda trials: sum(t.state == state.COMPLETE for t in trials) >= 2  # noqa: E731
+    assert trials_when(storage, two_done, deadline, every=1.0), "the search never finished two trials"
+    trials_when(storage, lambda trials: any(t.state == state.RUNNING for t in trials), deadline, every=0.1)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130

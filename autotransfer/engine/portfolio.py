@@ -354,18 +354,17 @@ def adapts_from_the_stem(problem, params: dict) -> bool:
 
 
 def data_scale(problem) -> int:
-    """The smallest searched resolution that holds the data's own (its median image side; the
-    largest searched when none does or it is unknown). A portfolio entry that trains from the stem
+    """The smallest searched resolution that holds the data's own (its median image side; the largest
+    searched when none does or it is unknown). A portfolio entry that trains from the stem
     (``adapts_from_the_stem``) starts there: its weights adapt to the data's scale, and a larger input
-    adds compute, not information. On digits
-    (8 px) a LoRA of Lite0 at batch 16 reached the same validation per epoch at 32 px as at 64 (0.944,
-    0.959-0.978, 0.985 over its first three epochs) at 4.0-4.5 s an epoch against 7.4-8.7 s; as a
-    portfolio entry in a 100 s search, test accuracy 0.996 and 0.985 (seeds 0, 1) against 0.985 and
-    0.974 at 64 px. Frozen features want the scale the backbone learned: a probe keeps the larger
-    resolution (Lite2's probe of digits: 0.62 at 32 px, 0.93 at 64, 0.94-0.95 at 128), and so does a
-    partial fine-tune of the top groups (on MNIST-5k one frozen through 7 of Lite1's groups reached
-    0.90-0.93 at 32 px, 0.95 at 64). The search promotes its best trial to the next resolution up when
-    that fits (``extend.promote``)."""
+    adds compute, not information. On digits (8 px) a LoRA of Lite0 at batch 16 reached the same
+    validation per epoch at 32 px as at 64 (0.944, 0.959-0.978, 0.985 over its first three epochs) at
+    4.0-4.5 s an epoch against 7.4-8.7 s; as a portfolio entry in a 100 s search, test accuracy 0.996
+    and 0.985 (seeds 0, 1) against 0.985 and 0.974 at 64 px. Frozen features want the scale the backbone
+    learned: a probe keeps the larger resolution (Lite2's probe of digits: 0.62 at 32 px, 0.93 at 64,
+    0.94-0.95 at 128), and so does a partial fine-tune of the top groups (on MNIST-5k one frozen through
+    7 of Lite1's groups reached 0.90-0.93 at 32 px, 0.95 at 64). The search promotes its best trial to
+    the next resolution up when that fits (``extend.promote``)."""
     sizes = problem.input_sizes
     own = problem.dataset.input_size
     return next((s for s in sizes if own and s >= own), sizes[-1]) if sizes else 0
