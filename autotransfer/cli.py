@@ -180,9 +180,10 @@ def search(ctx, data, no_cache, no_pruning, no_reference, no_rank, no_portfolio,
     started = process_started()  # the budget covers the whole command, its start-up included
 
     if timeout is not None:
+        seconds = f"{timeout}s" if timeout.replace(".", "", 1).isdigit() else timeout  # 60 or 10m
         raise UserError(
             f"--timeout {timeout}: replaced by --budget, a wall-clock budget for the whole command "
-            f"(trials, export and all): --budget {timeout}s"
+            f"(trials, export and all): --budget {seconds}"
         )
     from .config import SearchConfig
     from .engine import run_search

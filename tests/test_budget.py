@@ -129,7 +129,8 @@ def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digi
     assert len(references) == 1
     reference = references[0]
     cap = reference.user_attrs["cost_cap_s"]
-    assert cap <= 0.1 * budget + 1e-6
+    # the median transfer trial's cost, raised to 5% of the budget at least, 10% at most
+    assert cap <= 0.1 * budget + 1e-6 and cap <= max(plan["median_transfer_s"], 0.05 * budget) + 1e-6
     # stopped at the next batch after its cap: a batch and the bookkeeping after it, no more
     assert reference.user_attrs["duration_s"] <= cap * 1.15 + 1.0
     transfer = [
@@ -139,7 +140,71 @@ def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digi
     ]
     best_transfer = max(transfer, key=lambda t: t.value)
     assert reference.params["image_size"] == best_transfer.params["image_size"]
-    assert "at equal cost" in read_json(out / "best.json")["verdict"] or reference.state != "COMPLETE"
+    verdict = read_json(out / "best.json")["verdict"]
+    if reference.state == optuna.trial.TrialState.COMPLETE:
+        assert "at equal cost" in verdict and f"allowance of {plan['cap_s']:.1f} s" in verdict
+    else:  # its allowance ended before its first epoch did
+        assert "stopped by the reference's cap" in verdict
+
+
+def reference_study(tmp_path, reference_state, reference_attrs: dict):
+    """A study as a search leaves it: three transfer trials (10, 30 and 10 s), one pruned (40 s), and
+    the reference, planned from the median of all four (20 s; of the completed ones alone, 10 s)."""
+    tmp_path.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    for value, seconds in ((0.9, 10.0), (0.8, 30.0), (0.85, 10.0)):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"duration_s": seconds}))
+    study.add_trial(
+        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duration_s": 40.0})
+    )
+    study.set_user_attr("reference", {"cap_s": 20.0, "median_transfer_s": 20.0, "epochs": 2})
+    attrs = {"reference": "scratch", "cost_cap_s": 20.0, **reference_attrs}
+    value = 0.5 if reference_state == optuna.trial.TrialState.COMPLETE else None
+    study.add_trial(optuna.trial.create_trial(state=reference_state, value=value, user_attrs=attrs))
+    return study
+
+
+def test_the_verdict_states_the_references_allowance_or_that_it_ran_out(tmp_path):
+    from autotransfer.engine.results import transfer_verdict
+
+    done = {"duration_s": 19.8, "epochs_run": 2}
+    verdict = transfer_verdict(reference_study(tmp_path / "a", optuna.trial.TrialState.COMPLETE, done))
+    assert verdict["transfer_helped"] is True
+    assert (
+        "2 epochs in 19.8 s of its allowance of 20.0 s; the median transfer trial took 20.0 s"
+        in (verdict["verdict"])
+    )
+    capped = {"duration_s": 20.1, "stopped": "the reference's cap"}
+    verdict = transfer_verdict(reference_study(tmp_path / "b", optuna.trial.TrialState.PRUNED, capped))
+    assert verdict["transfer_helped"] is None
+    assert "stopped by the reference's cap (20.0 s) before its first epoch ended" in verdict["verdict"]
+
+
+def test_the_eta_of_a_trial_count_comes_from_trials_that_ran(tmp_path):
+    """With --n-trials and no budget the ETA is the trials left times recent trials' predicted cost:
+    a skipped trial (its whole price recorded, nothing run) or the reference does not count."""
+    import io
+
+    from autotransfer.engine.budget import Clock
+    from autotransfer.engine.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(clock=Clock.start(None), metric="accuracy", quiet=False, total=6, stream=stream)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    finished = [
+        (0.8, {"predicted_s": 10.0, "duration_s": 9.0}),
+        (None, {"predicted_s": 900.0, "skipped": "one epoch is predicted to take 450 s"}),
+        (0.5, {"predicted_s": 300.0, "duration_s": 290.0, "reference": "scratch"}),
+        (0.9, {"predicted_s": 20.0, "duration_s": 21.0}),
+    ]
+    for number, (value, attrs) in enumerate(finished):
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.PRUNED
+        trial = optuna.trial.create_trial(state=state, value=value, user_attrs=attrs)
+        trial.number = number
+        progress.trial_finished(study, trial)
+    last = stream.getvalue().strip().splitlines()[-1]
+    assert last.startswith("[trial 3 2/6]")
+    assert last.endswith("ETA 0:01:20")  # 4 trials left x the median of 10 s and 20 s
 
 
 def test_resolution_is_searched_and_recorded(digits, tmp_path):
@@ -249,9 +314,11 @@ def test_bad_budgets_are_one_line_errors(digits, tmp_path, value):
     assert len(lines) == 1 and lines[0].startswith("error: --budget") and "Traceback" not in result.output
 
 
-def test_timeout_is_replaced_by_budget(digits, tmp_path):
-    result = cli("search", digits, "-o", tmp_path / "out", "--timeout", "60", expect=2)
-    assert "--budget 60s" in result.output and len(result.output.strip().splitlines()) == 1
+@pytest.mark.parametrize("given, said", [("60", "--budget 60s"), ("10m", "--budget 10m")])
+def test_timeout_is_replaced_by_budget(digits, tmp_path, given, said):
+    result = cli("search", digits, "-o", tmp_path / "out", "--timeout", given, expect=2)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(said)
 
 
 @pytest.mark.parametrize(

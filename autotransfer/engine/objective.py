@@ -61,6 +61,11 @@ def planned(trial: optuna.Trial, study) -> bool:
     )
 
 
+def stopped_by(trial: optuna.Trial) -> str:
+    """What stopped a trial at its deadline: the reference's cap (it has one) or the budget."""
+    return "the reference's cap" if trial.user_attrs.get("cost_cap_s") else "budget"
+
+
 class Objective:
     def __init__(
         self, problem: Problem, study: SearchStudy, clock: Clock, cost: CostModel, progress: Progress
@@ -82,7 +87,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except OutOfTime as exc:
-            trial.set_user_attr("stopped", "budget")
+            trial.set_user_attr("stopped", stopped_by(trial))
             raise optuna.TrialPruned("stopped by the budget before its first epoch ended") from exc
         except Exception as exc:
             raise self._failed(trial, exc) from exc
@@ -225,9 +230,7 @@ class Objective:
                 trial.set_user_attr(key, value)
         trial.set_user_attr("frozen_prefix", trainer.plan.frozen_prefix)
         if trainer.stopped:
-            trial.set_user_attr(
-                "stopped", "the reference's cap" if trial.user_attrs.get("cost_cap_s") else "budget"
-            )
+            trial.set_user_attr("stopped", stopped_by(trial))
         if trainer.config.pass_size < trainer.config.batch_size:
             trial.set_user_attr("micro_batch", trainer.config.micro_batch)  # the batch was accumulated
         if trainer.target_eval is not None:

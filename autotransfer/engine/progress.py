@@ -83,8 +83,8 @@ class Progress:
         self.finished += counted
         if trial.value is not None and (self.best is None or trial.value > self.best[0]):
             self.best = (trial.value, trial.number)
-        if "predicted_s" in trial.user_attrs:
-            self.predicted.append(trial.user_attrs["predicted_s"])
+        if counted and "predicted_s" in attrs:  # the ETA's trials: ones that ran, as the rest will
+            self.predicted.append(attrs["predicted_s"])
         if trial.value is not None:
             value = f"{self.metric}={trial.value:.4f}"
             if attrs.get("stopped"):

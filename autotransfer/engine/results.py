@@ -104,10 +104,16 @@ def transfer_verdict(study: optuna.Study) -> dict:
     transfer = [t for t in complete if not t.user_attrs.get("reference")]
     plan = study.user_attrs.get("reference") or {}
     if not references or not transfer:
+        capped = [t for t in trials if t.user_attrs.get("reference") and t.user_attrs.get("stopped")]
         if plan.get("skipped"):
             why = f"no random-init reference ran: {plan['skipped']}"
         elif not transfer:
             why = "no transfer trial completed"
+        elif capped:
+            why = (
+                f"the random-init reference was stopped by {capped[0].user_attrs['stopped']} "
+                f"({plan.get('cap_s', 0.0):.1f} s) before its first epoch ended: no verdict at equal cost"
+            )
         else:
             why = "no random-init reference finished (it runs after a few transfer trials, if time allows)"
 
@@ -119,11 +125,15 @@ def transfer_verdict(study: optuna.Study) -> dict:
         }
     best_scratch, best_transfer = max(t.value for t in references), max(t.value for t in transfer)
     seconds = references[0].user_attrs.get("duration_s")
-    median = statistics.median(t.user_attrs.get("duration_s", 0.0) for t in transfer)
+    # the median its allowance was planned from (finished transfer trials, pruned ones included)
+    median = plan.get("median_transfer_s")
+    if median is None:
+        median = statistics.median(t.user_attrs.get("duration_s", 0.0) for t in transfer)
+    allowance = f" of its allowance of {plan['cap_s']:.1f} s" if "cap_s" in plan else ""
     cost = (
         (
             f" at equal cost (the reference trained {references[0].user_attrs.get('epochs_run')} epochs in "
-            f"{seconds:.1f} s; the median transfer trial took {median:.1f} s)"
+            f"{seconds:.1f} s{allowance}; the median transfer trial took {median:.1f} s)"
         )
         if seconds is not None
         else ""
