@@ -21,6 +21,7 @@ from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
 
 LITE0 = ["--backbones", "tf_efficientnet_lite0", "--quiet"]
+PROBES = ["--strategies", "linear-probe", "--no-reference", *LITE0]
 
 
 def study_of(out):
@@ -100,6 +101,22 @@ def test_a_trial_whose_first_epoch_cannot_end_is_skipped_on_its_first_batches(di
     assert paced["epoch_s"] > 20.0 and paced["actual"] > 10 * paced["predicted"]
 
 
+def test_n_trials_ends_a_search_before_its_budget(digits, tmp_path):
+    """--n-trials and --budget together: whichever comes first ends the search."""
+    out = tmp_path / "out"
+    started = time.time()
+    cli("search", digits, "-o", out, "--budget", "10m", "--n-trials", "3", "--image-size", "32", *PROBES)
+    took = time.time() - started
+    counted = [
+        t
+        for t in study_of(out).trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        and not t.user_attrs.get("skipped")
+    ]
+    assert len(counted) == 3 and took < 300
+    assert read_json(out / "best.json")["test_metric"] is not None
+
+
 def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digits, tmp_path):
     out = tmp_path / "out"
     budget = 90
@@ -157,6 +174,9 @@ def reference_study(tmp_path, reference_state, reference_attrs: dict):
     study.add_trial(
         optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duration_s": 40.0})
     )
+    if reference_state is None:  # a search run with --no-reference
+        study.set_user_attr("config", {"reference": False})
+        return study
     study.set_user_attr("reference", {"cap_s": 20.0, "median_transfer_s": 20.0, "epochs": 2})
     attrs = {"reference": "scratch", "cost_cap_s": 20.0, **reference_attrs}
     value = 0.5 if reference_state == optuna.trial.TrialState.COMPLETE else None
@@ -178,6 +198,8 @@ def test_the_verdict_states_the_references_allowance_or_that_it_ran_out(tmp_path
     verdict = transfer_verdict(reference_study(tmp_path / "b", optuna.trial.TrialState.PRUNED, capped))
     assert verdict["transfer_helped"] is None
     assert "stopped by the reference's cap (20.0 s) before its first epoch ended" in verdict["verdict"]
+    off = transfer_verdict(reference_study(tmp_path / "c", None, {}))
+    assert off["verdict"] == "no random-init reference: turned off (--no-reference)"
 
 
 def test_the_eta_of_a_trial_count_comes_from_trials_that_ran(tmp_path):

@@ -68,9 +68,16 @@ def test_resume_adds_trials_without_repeating(digits, tmp_path):
     out = tmp_path / "out"
     cli("search", digits, "-o", out, "--n-trials", "3", "--max-epochs", "2", *FAST)
     storage = f"sqlite:///{out / 'study.db'}"
-    first = optuna.load_study(study_name="autotransfer", storage=storage).trials
+    study = optuna.load_study(study_name="autotransfer", storage=storage)
+    first = study.trials
+    # timed batches of each backbone and size, the optimiser's step: measured once, kept in the study
+    measured = {k: v for k, v in study.user_attrs.items() if k.split("|")[2:3] in (["rates"], ["optimizer"])}
+    assert any("|rates|" in k for k in measured) and any(k.endswith("|optimizer") for k in measured)
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", *FAST)
-    after = optuna.load_study(study_name="autotransfer", storage=storage).trials
+    study = optuna.load_study(study_name="autotransfer", storage=storage)
+    after = study.trials
+    # the resumed search priced its trials from them rather than timing the batches again
+    assert {k: study.user_attrs[k] for k in measured} == measured
     searched = [t for t in after if not t.user_attrs.get("reference")]
     assert [t.number for t in after] == list(range(len(after))) and len(searched) == 5
     assert sum(bool(t.user_attrs.get("reference")) for t in after) <= 1  # the reference runs once at most

@@ -107,6 +107,8 @@ def transfer_verdict(study: optuna.Study) -> dict:
         capped = [t for t in trials if t.user_attrs.get("reference") and t.user_attrs.get("stopped")]
         if plan.get("skipped"):
             why = f"no random-init reference ran: {plan['skipped']}"
+        elif not (study.user_attrs.get("config") or {}).get("reference", True):
+            why = "no random-init reference: turned off (--no-reference)"
         elif not transfer:
             why = "no transfer trial completed"
         elif capped:
