@@ -22,6 +22,7 @@ from autotransfer.errors import UserError
 
 LITE0 = ["--backbones", "tf_efficientnet_lite0", "--quiet"]
 PROBES = ["--strategies", "linear-probe", "--no-reference", *LITE0]
+TINY = ["--image-size", "32", *LITE0]
 
 
 def study_of(out):
@@ -162,6 +163,17 @@ def test_the_reference_stays_within_its_share_at_the_best_trials_resolution(digi
         assert "at equal cost" in verdict and f"allowance of {plan['cap_s']:.1f} s" in verdict
     else:  # its allowance ended before its first epoch did
         assert "stopped by the reference's cap" in verdict
+
+
+def test_scratch_named_by_the_user_is_searched_not_bounded(digits, tmp_path):
+    """--strategies scratch: training from random weights searched like any strategy, with the
+    search's trials and epochs, not the bounded reference."""
+    out = tmp_path / "out"
+    cli("search", digits, "-o", out, "--strategies", "scratch", "--n-trials", "2", "--max-epochs", "2", *TINY)
+    study = study_of(out)
+    assert [t.params["strategy"] for t in study.trials] == ["scratch", "scratch"]
+    assert not any(t.user_attrs.get("reference") or t.user_attrs.get("cost_cap_s") for t in study.trials)
+    assert "reference" not in study.user_attrs  # no reference planned beside it
 
 
 def reference_study(tmp_path, reference_state, reference_attrs: dict):
