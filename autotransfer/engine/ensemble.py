@@ -3,7 +3,8 @@ validation predictions (Caruana et al., "Ensemble selection from libraries of mo
 AutoGluon and Auto-sklearn use it). The library is the ENSEMBLE_LIBRARY best completed trials whose
 checkpoints this machine holds; each keeps its best epoch's validation probabilities beside its
 weights, so choosing costs no inference. The ensemble is exported only when it beats the single best
-trial on validation; ``predict`` averages its members' probabilities with the chosen weights."""
+trial on validation (accuracy, then likelihood); ``predict`` averages its members' probabilities with
+the chosen weights."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def _score(probs, labels) -> tuple[float, float]:
 def select(members: list[Member], labels, rounds: int = ENSEMBLE_ROUNDS) -> tuple[list[Member], float]:
     """Greedy selection with replacement, starting from the best member: each round adds the member
     that most improves the averaged probabilities' score; the best ensemble seen is kept. Returns the
-    members with weight > 0 (weights sum to 1) and its validation accuracy."""
+    members with weight > 0 (weights sum to 1) and its validation accuracy. More than one member
+    only when the ensemble's score (accuracy, then likelihood) is above the first member's alone."""
     counts = [0] * len(members)
     counts[0] = 1
     total = members[0].probs.clone()
