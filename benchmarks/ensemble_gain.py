@@ -1,7 +1,7 @@
 """What exported ensembles gave on test: for every search under benchmark output folders whose
 best.json exported an ensemble, its test accuracy against the best single trial of the same run (both
 in best.json: ``test_metric`` and ``single``), paired, so the search's run-to-run noise cancels. Runs
-met twice (a folder copied to add methods beside it) count once.
+met twice (a folder copied to add methods beside it: the same run.json) count once.
 
     python benchmarks/ensemble_gain.py benchmark-out/anytime-cpu-2m [MORE...] [--name NAME]
 """
@@ -28,12 +28,14 @@ def pairs(folders: list[Path]) -> tuple[list[dict], int]:
             searches += 1
             if not (best.get("ensemble") or {}).get("exported"):
                 continue
-            dataset, budget, seed = path.parts[-5], path.parts[-4], path.parts[-2]
+            # a copied folder's run is byte for byte the same (its timings too); another run is not
+            run = path.parent / "run.json"
+            key = (run if run.is_file() else path).read_text()
+            if key in seen:
+                continue
+            seen.add(key)
             single = best["single"]
             values = (single["val_metric"], single["test_metric"], best["val_metric"], best["test_metric"])
-            if (dataset, budget, seed, values) in seen:
-                continue
-            seen.add((dataset, budget, seed, values))
             rows.append(
                 {
                     "run": str(path.parent),
