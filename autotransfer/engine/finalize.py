@@ -54,10 +54,9 @@ def finalize(
 def export_ensemble(
     problem: Problem, study: SearchStudy, best, best_probs, out: Path, seconds: float | None, price
 ) -> dict | None:
-    """The greedy ensemble of the best trials, written over ``model/`` when it beats the best trial on
-    validation (a higher accuracy, or as high and a higher likelihood: on a few hundred validation
-    examples the best trials often tie, digits' at 1.000); what best.json then says (None: no
-    ensemble, and ``model/`` stays the best trial)."""
+    """The greedy ensemble of the best trials, written over ``model/`` when its validation accuracy is
+    above the best trial's; what best.json then says (None: no ensemble, and ``model/`` stays the best
+    trial)."""
     from . import ensemble
 
     if problem.inputs.target is not None:  # trials are scored without target labels: not an accuracy
@@ -73,11 +72,12 @@ def export_ensemble(
     if len(members) < 2:
         return {"ensemble": {"exported": False, "why": "fewer than two trials to choose from"}}
     chosen, val = ensemble.select(members, split_labels(problem, "val"))
-    if len(chosen) < 2:  # more than one member: its score beat the best trial's (members[0]) alone
+    # above on accuracy: ensembles that only tied it (a higher likelihood) tested no better (README)
+    if len(chosen) < 2 or not val > best.value:
         return {
             "ensemble": {
                 "exported": False,
-                "why": f"no ensemble beat the best trial on validation accuracy, then likelihood ({val:.4f})",
+                "why": f"no ensemble beat the best trial on validation accuracy ({val:.4f})",
             }
         }
 
