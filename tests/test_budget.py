@@ -21,8 +21,8 @@ from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
 
 LITE0 = ["--backbones", "tf_efficientnet_lite0", "--quiet"]
-PROBES = ["--strategies", "linear-probe", "--no-reference", *LITE0]
 TINY = ["--image-size", "32", *LITE0]
+PROBES = ["--strategies", "linear-probe", "--no-reference", *TINY]
 
 
 def study_of(out):
@@ -106,7 +106,7 @@ def test_n_trials_ends_a_search_before_its_budget(digits, tmp_path):
     """--n-trials and --budget together: whichever comes first ends the search."""
     out = tmp_path / "out"
     started = time.time()
-    cli("search", digits, "-o", out, "--budget", "10m", "--n-trials", "3", "--image-size", "32", *PROBES)
+    cli("search", digits, "-o", out, "--budget", "10m", "--n-trials", "3", *PROBES)
     took = time.time() - started
     counted = [
         t

@@ -71,7 +71,11 @@ def test_resume_adds_trials_without_repeating(digits, tmp_path):
     study = optuna.load_study(study_name="autotransfer", storage=storage)
     first = study.trials
     # timed batches of each backbone and size, the optimiser's step: measured once, kept in the study
-    measured = {k: v for k, v in study.user_attrs.items() if k.split("|")[2:3] in (["rates"], ["optimizer"])}
+    measured = {
+        k: v
+        for k, v in study.user_attrs.items()
+        if k.startswith("cost|") and k.split("|")[2] in ("rates", "optimizer")
+    }
     assert any("|rates|" in k for k in measured) and any(k.endswith("|optimizer") for k in measured)
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", *FAST)
     study = optuna.load_study(study_name="autotransfer", storage=storage)

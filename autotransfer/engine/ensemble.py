@@ -3,8 +3,7 @@ validation predictions (Caruana et al., "Ensemble selection from libraries of mo
 AutoGluon and Auto-sklearn use it). The library is the ENSEMBLE_LIBRARY best completed trials whose
 checkpoints this machine holds; each keeps its best epoch's validation probabilities beside its
 weights, so choosing costs no inference. The ensemble is exported only when it beats the single best
-trial's validation accuracy; ``predict`` averages its members' probabilities with
-the chosen weights."""
+trial's validation accuracy; ``predict`` averages its members' probabilities with the chosen weights."""
 
 from __future__ import annotations
 
