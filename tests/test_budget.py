@@ -241,6 +241,26 @@ def test_the_eta_of_a_trial_count_comes_from_trials_that_ran(tmp_path):
     assert last.endswith("ETA 0:01:20")  # 4 trials left x the median of 10 s and 20 s
 
 
+def test_a_stopped_trials_line_says_what_stopped_it(tmp_path):
+    """The budget or the reference's cap: the trial's line names which, in words."""
+    import io
+
+    from autotransfer.engine.budget import Clock
+    from autotransfer.engine.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(clock=Clock.start(None), metric="accuracy", quiet=False, total=4, stream=stream)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    for number, stopped in enumerate(["budget", "the reference's cap"]):
+        attrs = {"stopped": stopped, "epochs_run": 2, "predicted_s": 10.0, "duration_s": 9.0}
+        trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=0.5, user_attrs=attrs)
+        trial.number = number
+        progress.trial_finished(study, trial)
+    budget, cap = stream.getvalue().strip().splitlines()[-2:]
+    assert "(stopped by the budget after epoch 2)" in budget
+    assert "(stopped by the reference's cap after epoch 2)" in cap
+
+
 def test_resolution_is_searched_and_recorded(digits, tmp_path):
     out = tmp_path / "out"
     cli("search", digits, "-o", out, "--n-trials", "5", "--max-epochs", "2", "--no-reference", *LITE0)

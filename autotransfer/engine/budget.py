@@ -96,3 +96,8 @@ def process_started() -> float:
 
     except (OSError, ValueError, StopIteration, IndexError):
         return time.time()
+
+
+def stopped_phrase(stopped: str) -> str:
+    """What a trial's ``stopped`` attribute ("budget", "the reference's cap") reads as in a sentence."""
+    return "the budget" if stopped == "budget" else stopped

@@ -15,7 +15,7 @@ import optuna
 from ..errors import OutOfTime, TrialFailed
 from ..specs import FIXED, REFERENCE
 from . import extend, pricing
-from .budget import SAFETY, TRIAL_SHARE, Clock
+from .budget import SAFETY, TRIAL_SHARE, Clock, stopped_phrase
 from .cost import CACHED, TRAINS, CostModel, Prediction, kind_of
 from .pace import Skipped, TooSlow, pace_for
 from .portfolio import SIZE_KEYS, smaller_sizes
@@ -87,8 +87,11 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except OutOfTime as exc:
-            trial.set_user_attr("stopped", stopped_by(trial))
-            raise optuna.TrialPruned("stopped by the budget before its first epoch ended") from exc
+            what = stopped_by(trial)
+            trial.set_user_attr("stopped", what)
+            raise optuna.TrialPruned(
+                f"stopped by {stopped_phrase(what)} before its first epoch ended"
+            ) from exc
         except Exception as exc:
             raise self._failed(trial, exc) from exc
         finally:

@@ -15,7 +15,7 @@ import optuna
 
 from ..errors import OutOfTime
 from ..training.trainer import Monitor
-from .budget import Clock, clock_text
+from .budget import Clock, clock_text, stopped_phrase
 from .pace import Pace
 
 #: redraws of the live line per second at most
@@ -88,7 +88,9 @@ class Progress:
         if trial.value is not None:
             value = f"{self.metric}={trial.value:.4f}"
             if attrs.get("stopped"):
-                value += f" (stopped by {attrs['stopped']} after epoch {attrs.get('epochs_run')})"
+                value += (
+                    f" (stopped by {stopped_phrase(attrs['stopped'])} after epoch {attrs.get('epochs_run')})"
+                )
             paced = attrs.get("paced") or {}
             if paced.get("epochs", 0) < paced.get("planned", 0):
                 value += (
