@@ -133,7 +133,11 @@ def _split_list(ctx, param, value):
     type=click.Path(),
     help="A related labelled task, for multi-task strategies (repeatable).",
 )
-@click.option("--image-size", type=int, help="Resize images to this square size (default: the backbone's).")
+@click.option(
+    "--image-size",
+    type=int,
+    help="Pin the image size (default: searched, from the data's own size to the backbone's).",
+)
 @click.option(
     "--max-epochs", type=int, default=10, show_default=True, help="Epochs are searched from 1 to this."
 )
