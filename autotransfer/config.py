@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .engine.budget import DEFAULT_BUDGET_S, parse_duration
+from .engine.budget import kept_budget, parse_duration
 from .errors import UserError
 from .specs import TaskOptions
 
@@ -93,9 +93,7 @@ class SearchConfig:
     @property
     def budget_seconds(self) -> float | None:
         """The budget kept: the one given, else the default when no --n-trials ends the search."""
-        if self.budget is None and self.n_trials is None:
-            return DEFAULT_BUDGET_S
-        return self.budget
+        return kept_budget(self.budget, self.n_trials)
 
     @property
     def task_options(self) -> TaskOptions:

@@ -54,6 +54,41 @@ def test_a_built_portfolio_keeps_each_datasets_best_distinct_configurations(digi
     assert meta.size == 64  # --image-size pinned it
 
 
+def test_a_built_entry_keeps_the_budget_its_search_had(digits, tmp_path):
+    out, path = tmp_path / "out", tmp_path / "p.json"
+    probes = ["--strategies", "linear-probe", "--no-reference", "--image-size", "32", *FAST[2:]]
+    cli("search", digits, "-o", out, "--budget", "3m", "--n-trials", "2", *probes)
+    result = cli("portfolio", "build", out, "-o", path)
+    assert {e.budget for e in portfolio.load(path)} == {180.0} and "(a 180s search)" in result.output
+
+
+def test_a_search_starts_from_the_entries_learned_at_the_budget_nearest_its_own(built):
+    """What did best in three minutes is not what does best in ten: each entry keeps its search's
+    budget, and of a dataset searched at several budgets a search takes those of the nearest."""
+    from dataclasses import replace
+
+    learned = portfolio.load(built)
+    assert {e.budget for e in learned} == {None}  # the search it came from ended by --n-trials
+    at = {
+        b: [replace(e, budget=b, value=e.value - i / 100) for i, e in enumerate(learned)]
+        for b in (180.0, 300.0)
+    }
+    entries = learned + at[180.0] + at[300.0]
+    other = replace(learned[0].meta, fingerprint="other data")
+    for budget, expected in [(30.0, 180.0), (120.0, 180.0), (240.0, 300.0), (600.0, 300.0), (None, None)]:
+        chosen = portfolio.nearest(entries, other, budget)
+        assert {e.budget for e in chosen} == {expected} and len(chosen) == len(learned), budget
+    # a dataset searched at one budget only gives its entries to every search
+    assert {e.budget for e in portfolio.nearest(at[300.0], other, 30.0)} == {300.0}
+    assert {e.budget for e in portfolio.nearest(learned, other, 600.0)} == {None}
+    # the bundled portfolio has digits at two budgets: a short search of MNIST-5k-like data gets the
+    # three-minute entries, a long one the five-minute ones
+    bundled = portfolio.load(portfolio.BUNDLED)
+    mnist = next(e.meta for e in bundled if e.source == "mnist")
+    assert {e.budget for e in portfolio.nearest(bundled, mnist, 100.0) if e.source == "digits"} == {180.0}
+    assert {e.budget for e in portfolio.nearest(bundled, mnist, 600.0) if e.source == "digits"} == {300.0}
+
+
 def test_a_search_starts_from_the_nearest_entries_of_other_data(built, tmp_path):
     """Other data of the same task: the portfolio's best entry runs right after the probe, its knobs
     as the portfolio has them, not pruned; --no-portfolio leaves it out."""

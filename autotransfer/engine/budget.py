@@ -19,6 +19,11 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
+def kept_budget(budget: float | None, n_trials: int | None) -> float | None:
+    """The budget a search keeps: the one given, else the default when no --n-trials ends it."""
+    return DEFAULT_BUDGET_S if budget is None and n_trials is None else budget
+
+
 def parse_duration(value, option: str = "--budget") -> float:
     """Seconds from ``90``, ``90s``, ``10m``, ``2h``, ``1h30m`` or a number; a one-line error otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

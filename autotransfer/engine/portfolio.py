@@ -14,6 +14,10 @@ the first trials leave, an entry trained for fewer epochs or at a smaller resolu
 and left out when not. The sampler then takes over, knowing how they did. Entries from the very data
 being searched (same task, classes and split sizes) are left out, so a benchmark of the bundled
 datasets measures what other datasets taught.
+
+What did best depends on the time it had: each entry keeps its search's budget, a dataset searched at
+several budgets keeps its best configurations at each, and a search starts from the entries learned at
+the budget nearest its own.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import optuna
 from ..errors import UserError
 from ..specs import PROBE, REFERENCE
 from . import pricing
+from .budget import kept_budget
 
 BUNDLED = Path(__file__).resolve().parent.parent / "portfolio.json"
 #: distinct configurations kept for each dataset
@@ -83,6 +88,8 @@ class Entry:
     #: its place among its dataset's best, 0 first
     rank: int
     seconds: float | None = None
+    #: the budget of the search it came from, seconds; None: a search without one
+    budget: float | None = None
 
 
 def fingerprint(task: str, classes: Iterable[str], n_val: int, n_test: int) -> str:
@@ -152,28 +159,34 @@ def _signature(params: dict) -> tuple:
 
 
 def build(sources: list[str]) -> dict:
-    """The portfolio of ``sources``: for each dataset, its TOP best distinct configurations."""
-    by_data: dict[str, list] = {}
+    """The portfolio of ``sources``: for each dataset and budget searched, its TOP best distinct
+    configurations."""
+    by_data: dict[tuple, list] = {}
     for source in sources:
         for study in studies(source):
             found = study_meta(study)
             if found is None:
                 continue
             meta, name = found
+            config = study.user_attrs.get("config") or {}
+            budget = kept_budget(config.get("budget"), config.get("n_trials"))
             trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             for t in trials:
                 if t.user_attrs.get("reference") or "strategy" not in t.params or t.value is None:
                     continue
                 seconds = t.duration.total_seconds() if t.duration else None
-                by_data.setdefault(meta.fingerprint, []).append((t.value, meta, name, t.params, seconds))
+                found_at = (t.value, meta, name, t.params, seconds)
+                by_data.setdefault((meta.fingerprint, budget), []).append(found_at)
     entries = []
-    for found in by_data.values():
+    for (_, budget), found in by_data.items():
         seen, rank = set(), 0
         for value, meta, name, params, seconds in sorted(found, key=lambda f: -f[0]):
             if _signature(params) in seen or rank >= TOP:
                 continue
             seen.add(_signature(params))
-            entry = Entry(name, meta, dict(params), round(value, 4), rank, seconds and round(seconds, 1))
+            entry = Entry(
+                name, meta, dict(params), round(value, 4), rank, seconds and round(seconds, 1), budget
+            )
             entries.append(entry)
             rank += 1
     return {"version": 1, "sources": sources, "entries": [asdict(e) for e in entries]}
@@ -228,10 +241,29 @@ def entries_for(problem) -> list[Entry]:
     return entries
 
 
-def nearest(entries: list[Entry], meta: Meta) -> list[Entry]:
-    """Entries of the same task on other data, nearest and best first."""
+def nearest(entries: list[Entry], meta: Meta, budget: float | None = None) -> list[Entry]:
+    """Entries of the same task on other data, nearest and best first; of a dataset searched at
+    several budgets, those learned at the budget nearest ``budget`` (None: none)."""
     usable = [e for e in entries if e.meta.task == meta.task and e.meta.fingerprint != meta.fingerprint]
+    budgets: dict[str, set] = {}
+    for e in usable:
+        budgets.setdefault(e.meta.fingerprint, set()).add(e.budget)
+    usable = [e for e in usable if e.budget == min(budgets[e.meta.fingerprint], key=_apart(budget))]
     return sorted(usable, key=lambda e: (meta.distance(e.meta) + RANK_WEIGHT * e.rank, -e.value))
+
+
+def _apart(budget: float | None) -> Callable:
+    """How far a source's budget is from ``budget``, in log time (no budget: the longest); the
+    longer of two as far."""
+
+    def far(other: float | None) -> tuple:
+        if budget is None and other is None:
+            return (0, 0.0, 0.0)
+        if budget is None or other is None:  # one without a budget only when nothing else is there
+            return (1, 0.0, -(other or math.inf))
+        return (0, abs(math.log(other / budget)), -other)
+
+    return far
 
 
 def adapt(problem, entry: Entry, groups: int | None) -> dict | None:
@@ -299,7 +331,7 @@ def portfolio_trials(
     prices need first: an entry is the search's best bet, worth a few timed batches rather than an
     extrapolated price."""
     chosen, seen, spent = [], set(), 0.0
-    for entry in nearest(entries, problem_meta(problem)):
+    for entry in nearest(entries, problem_meta(problem), problem.config.budget_seconds):
         if len(chosen) >= most:
             break
         params = adapt(problem, entry, groups)
@@ -387,6 +419,8 @@ def describe(entries: list[Entry]) -> list[str]:
         size = next((f" {e.params[k]}" for k in SIZE_KEYS if k in e.params), "")
         lines.append(
             f"  {e.source:<14} {e.params.get('backbone')} {e.params.get('strategy')}{size} "
-            f"epochs {e.params.get('epochs')}: {e.value:.4f}" + (f" in {e.seconds:.0f}s" if e.seconds else "")
+            f"epochs {e.params.get('epochs')}: {e.value:.4f}"
+            + (f" in {e.seconds:.0f}s" if e.seconds else "")
+            + (f" (a {e.budget:.0f}s search)" if e.budget else "")
         )
     return lines
