@@ -398,8 +398,9 @@ def portfolio():
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--output", "-o", default="portfolio.json", show_default=True, help="The portfolio file.")
 def portfolio_build(sources, output):
-    """Keep each searched dataset's best configurations from SOURCES: storage URLs (every study in
-    each), search output folders, folders of many (a benchmark's output) or .db files."""
+    """Keep each searched dataset's best configurations, at each budget it was searched with, from
+    SOURCES: storage URLs (every study in each), search output folders, folders of many (a benchmark's
+    output) or .db files. A search starts from those learned at the budget nearest its own."""
     from pathlib import Path
 
     from .engine import portfolio as folio
