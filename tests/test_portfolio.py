@@ -56,7 +56,8 @@ def test_a_built_portfolio_keeps_each_datasets_best_distinct_configurations(digi
 
 def test_a_built_entry_keeps_the_budget_its_search_had(digits, tmp_path):
     out, path = tmp_path / "out", tmp_path / "p.json"
-    probes = ["--strategies", "linear-probe", "--no-reference", "--image-size", "32", *FAST[2:]]
+    probes = ["--strategies", "linear-probe", "--no-reference", "--image-size", "32"]
+    probes += ["--backbones", "tf_efficientnet_lite0", "--quiet"]
     cli("search", digits, "-o", out, "--budget", "3m", "--n-trials", "2", *probes)
     result = cli("portfolio", "build", out, "-o", path)
     assert {e.budget for e in portfolio.load(path)} == {180.0} and "(a 180s search)" in result.output

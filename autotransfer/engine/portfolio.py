@@ -248,7 +248,8 @@ def nearest(entries: list[Entry], meta: Meta, budget: float | None = None) -> li
     budgets: dict[str, set] = {}
     for e in usable:
         budgets.setdefault(e.meta.fingerprint, set()).add(e.budget)
-    usable = [e for e in usable if e.budget == min(budgets[e.meta.fingerprint], key=_apart(budget))]
+    learned_at = {data: min(found, key=_apart(budget)) for data, found in budgets.items()}
+    usable = [e for e in usable if e.budget == learned_at[e.meta.fingerprint]]
     return sorted(usable, key=lambda e: (meta.distance(e.meta) + RANK_WEIGHT * e.rank, -e.value))
 
 
