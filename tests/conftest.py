@@ -19,18 +19,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # one compute thread per process: the suite runs several processes at once (workers, kill -9 tests) on a
 # small CI machine, where torch's one-thread-per-core default makes them spin against each other
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-#: a user's plugin whose strategy trains much slower than any measurement predicts: a linear probe
-#: that sleeps in every batch (after its first ``after`` batches), as a slow data pipeline or a busy
-#: machine would
-SLOW_PLUGIN = """
+#: a user's plugin registering one strategy: a linear probe (the head trains, nothing else) whose
+#: ``extra_loss`` (its body below, indented, returning the loss to add) does what a test needs
+PROBE_PLUGIN = """
 import time
+
+import torch
+import torch.nn.functional as F
 
 from autotransfer import hookimpl
 from autotransfer.specs import StrategySpec
 
-SECONDS_PER_EXAMPLE = {seconds_per_example}
-AFTER = {after}
-batches = 0
+{constants}
 
 
 def prepare(model, params, context):
@@ -39,11 +39,7 @@ def prepare(model, params, context):
     plan = fine_tune_plan(model, context.n_groups, {{}})
 
     def extra_loss(model, source, extras, progress):
-        global batches
-        batches += 1
-        if batches > AFTER:  # whatever the batch size, the same per epoch
-            time.sleep(SECONDS_PER_EXAMPLE * len(source))
-        return source.sum() * 0.0
+{extra_loss}
 
     plan.extra_loss = extra_loss
     return plan
@@ -51,16 +47,75 @@ def prepare(model, params, context):
 
 @hookimpl
 def register_strategies(register):
-    register(StrategySpec(name="slow-probe", description="a linear probe that sleeps every batch",
-                          prepare=prepare, lr_range=(0.01, 0.1)))
+    register(StrategySpec(name={name!r}, description={description!r}, prepare=prepare, lr_range=(0.01, 0.1)))
 """
 
 
-def write_slow_plugin(path: Path, seconds_per_example: float = 0.02, after: int = 0) -> Path:
-    """SLOW_PLUGIN as a file: its strategy sleeps this long per training example, whatever the batch,
-    once a process has trained ``after`` batches with it (a machine that gets busy mid-trial)."""
-    path.write_text(SLOW_PLUGIN.format(seconds_per_example=seconds_per_example, after=after))
+def write_probe_plugin(path: Path, name: str, description: str, extra_loss: str, constants: str = "") -> Path:
+    """PROBE_PLUGIN as a file."""
+    body = "\n".join(f"        {line}" for line in extra_loss.strip().splitlines())
+    text = PROBE_PLUGIN.format(constants=constants, extra_loss=body, name=name, description=description)
+    path.write_text(text)
     return path
+
+
+def write_slow_plugin(path: Path, seconds_per_example: float = 0.02, after: int = 0) -> Path:
+    """A user's strategy that trains much slower than any measurement predicts, ``slow-probe``: a
+    linear probe that sleeps this long per training example, whatever the batch, once a process has
+    trained ``after`` batches with it (a slow data pipeline, or a machine that gets busy mid-trial)."""
+    return write_probe_plugin(
+        path,
+        "slow-probe",
+        "a linear probe that sleeps every batch",
+        """
+global batches
+batches += 1
+if batches > AFTER:  # whatever the batch size, the same per epoch
+    time.sleep(SECONDS_PER_EXAMPLE * len(source))
+return source.sum() * 0.0
+""",
+        constants=f"SECONDS_PER_EXAMPLE = {seconds_per_example}\nAFTER = {after}\nbatches = 0",
+    )
+
+
+def write_collapsing_plugin(path: Path) -> Path:
+    """A user's strategy whose extra loss overwhelms the task's, ``collapsing-probe``: a linear probe
+    pulled to predict the first class for every input, as a diverged fine-tune ends up predicting one."""
+    return write_probe_plugin(
+        path,
+        "collapsing-probe",
+        "a linear probe that predicts one class",
+        """
+logits = model.classify_features(source).float()
+first = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+return 100 * F.cross_entropy(logits, first)
+""",
+    )
+
+
+def queued_search(digits: Path, tmp_path: Path, queued: list, **options):
+    """A search on digits with EfficientNet-Lite0 on the CPU, seed 0, no reference or ensemble, through
+    the Python API, with ``queued`` trials first (each its params, or (params, user_attrs)): (config,
+    result)."""
+    from autotransfer.config import SearchConfig
+    from autotransfer.engine.run import Search, quiet_optuna
+
+    options = {
+        "device": "cpu",
+        "seed": 0,
+        "quiet": True,
+        "backbones": ["tf_efficientnet_lite0"],
+        "reference": False,
+        "ensemble": False,
+        **options,
+    }
+    config = SearchConfig(data=str(digits), output=str(tmp_path / "out"), **options)
+    with quiet_optuna():
+        search = Search.open(config)
+        for item in queued:
+            params, attrs = item if isinstance(item, tuple) else (item, None)
+            search.study.study.enqueue_trial(params, user_attrs=attrs)
+        return config, search.run()
 
 
 # small, fast, still real: EfficientNet-Lite0 at 64 px on 30 digits per class

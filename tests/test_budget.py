@@ -15,7 +15,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli, interruptible, read_json, write_slow_plugin
+from conftest import cli, interruptible, queued_search, read_json, write_slow_plugin
 
 from autotransfer.engine.budget import DEFAULT_BUDGET_S, grace, parse_duration
 from autotransfer.errors import UserError
@@ -432,3 +432,38 @@ def test_a_skipped_trial_says_what_it_may_plan_of_the_time_left():
     )
     assert skipped.predicted == 40.7
     assert "more than the 0.0 s it may plan of the 0.0 s left" in str(too_dear(3.0, -2.0, SAFETY, 3.0))
+
+
+def test_a_trial_that_cannot_finish_its_epochs_is_shrunk_to_the_epochs_that_fit(digits, tmp_path):
+    from autotransfer.engine.budget import TRIAL_SHARE
+
+    budget = 40
+    common = {"backbone": "tf_efficientnet_lite0", "image_size": 64, "batch_size": 32, "weight_decay": 1e-4}
+    # a brisk probe first, then thirty epochs of a full fine-tune: far more than one trial may take of
+    # a 40 s budget once something is found
+    queued = [
+        {**common, "strategy": "linear-probe", "linear-probe.lr": 0.03, "epochs": 1},
+        {**common, "strategy": "full-finetune", "full-finetune.lr": 1e-3, "epochs": 30},
+    ]
+    started = time.time()
+    _, result = queued_search(
+        digits,
+        tmp_path,
+        queued,
+        strategies=["linear-probe", "full-finetune"],
+        image_size=64,
+        budget=budget,
+        n_trials=2,
+        max_epochs=30,
+    )
+    assert time.time() - started <= budget + grace(budget)
+    _, tune = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    attrs = tune.user_attrs
+    # predicted before it ran: shrunk from the thirty drawn to the epochs its price fits in its share
+    assert tune.params["epochs"] == attrs["epochs_shrunk_from"] == 30
+    assert attrs["predicted_s"] <= TRIAL_SHARE * budget
+    planned = attrs.get("continued", {}).get("from", attrs["epochs_run"])
+    assert 1 <= planned < 30
+    # it ran those epochs whole, its own schedule ending there: not cut off by the budget
+    assert tune.state == optuna.trial.TrialState.COMPLETE and not attrs.get("stopped")
+    assert sorted(tune.intermediate_values) == list(range(1, attrs["epochs_run"] + 1))

@@ -10,11 +10,10 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from conftest import queued_search, write_collapsing_plugin
 
-from autotransfer.config import SearchConfig
 from autotransfer.engine.budget import grace
 from autotransfer.engine.extend import not_worse
-from autotransfer.engine.run import Search, quiet_optuna
 from autotransfer.training.trainer import BestEpoch
 
 PROBE = {
@@ -28,23 +27,10 @@ PROBE = {
 
 def probe_search(digits, tmp_path, first_trials: list[dict], **options):
     """A probes-only search on digits at 32 px, ``first_trials`` queued before anything else."""
-    config = SearchConfig(
-        data=str(digits),
-        output=str(tmp_path / "out"),
-        device="cpu",
-        seed=0,
-        quiet=True,
-        backbones=["tf_efficientnet_lite0"],
-        strategies=["linear-probe"],
-        reference=False,
-        ensemble=False,
-        **{"image_size": 32, **options},
+    queued = [{**PROBE, **params} for params in first_trials]
+    return queued_search(
+        digits, tmp_path, queued, **{"strategies": ["linear-probe"], "image_size": 32, **options}
     )
-    with quiet_optuna():
-        search = Search.open(config)
-        for params in first_trials:
-            search.study.study.enqueue_trial({**PROBE, **params})
-        return config, search.run()
 
 
 def test_the_best_trial_trains_on_while_it_improves_and_others_do_not(digits, tmp_path):
@@ -162,3 +148,41 @@ def test_a_promotion_whose_trial_was_overtaken_meanwhile_is_skipped(digits, tmp_
     (fresh,) = [t for t in trials.values() if t.user_attrs.get("promoted") == 1]
     assert fresh.params["image_size"] == 64 and fresh.state == optuna.trial.TrialState.COMPLETE
     assert "skipped" not in fresh.user_attrs  # and a promotion is not pruned: it is a planned bet
+
+
+@pytest.mark.parametrize("pruning", [True, False])
+def test_a_trial_that_learns_nothing_stops_even_when_it_is_never_pruned(digits, tmp_path, pruning):
+    plugin = write_collapsing_plugin(tmp_path / "collapsing_plugin.py")
+    # both queued as portfolio entries, which pruning never stops early: six epochs each
+    queued = [
+        ({**PROBE, "strategy": strategy, f"{strategy}.lr": lr, "epochs": 6}, {"portfolio": "digits"})
+        for strategy, lr in [("collapsing-probe", 0.05), ("linear-probe", 0.03)]
+    ]
+    _, result = queued_search(
+        digits,
+        tmp_path,
+        queued,
+        plugins=[str(plugin)],
+        strategies=["collapsing-probe", "linear-probe"],
+        image_size=32,
+        budget=60,
+        n_trials=2,
+        max_epochs=6,
+        pruning=pruning,
+    )
+    stuck, probe = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    # the collapsing probe scores what predicting one class scores, epoch after epoch
+    assert max(stuck.intermediate_values.values()) <= 0.2
+    if pruning:
+        # two such epochs and it stops, with the reason on the leaderboard
+        assert stuck.state == optuna.trial.TrialState.PRUNED
+        assert stuck.user_attrs["epochs_run"] == 2
+        assert stuck.user_attrs["not_learning"].startswith("not learning: 2 epochs")
+        board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("number")
+        assert board.loc[stuck.number, "fail_reason"] == stuck.user_attrs["not_learning"]
+    else:  # --no-pruning: every trial runs as drawn
+        assert stuck.state == optuna.trial.TrialState.COMPLETE
+        assert stuck.user_attrs["epochs_run"] == 6 and "not_learning" not in stuck.user_attrs
+    # a probe that learns runs its six epochs either way
+    assert probe.state == optuna.trial.TrialState.COMPLETE and probe.user_attrs["epochs_run"] >= 6
+    assert probe.value > 0.5

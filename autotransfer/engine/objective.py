@@ -61,6 +61,31 @@ def planned(trial: optuna.Trial, study) -> bool:
     )
 
 
+#: a trial stops once this many of its epochs have scored no better than predicting one class
+IDLE_EPOCHS = 2
+
+
+def constant_score(problem: Problem) -> float | None:
+    """The validation accuracy of predicting the split's most common class, every time (None: trials
+    are not scored on accuracy)."""
+    if problem.metric != "accuracy" or not problem.split.get("val"):
+        return None
+    labels = [problem.inputs.dataset.labels[i] for i in problem.split["val"]]
+    return max(labels.count(label) for label in set(labels)) / len(labels)
+
+
+def not_learning(scores: list[float], constant: float | None, n: int) -> bool:
+    """Whether a trial has learned nothing: IDLE_EPOCHS epochs or more, none of them above what
+    predicting the most common class scores (``constant``) by more than one of the ``n`` validation
+    examples. A diverged fine-tune is this (the portfolio's LoRA of EfficientNet-Lite2 on MNIST-5k, in
+    one seed of three: validation 0.100, the ten classes' chance, for all ten of its epochs, a sixth of
+    a 10-minute search); a slow one is not: after two epochs every trial that was learning at all in
+    the recorded benchmarks was well above chance."""
+    return (
+        constant is not None and len(scores) >= IDLE_EPOCHS and max(scores) <= constant + 1 / max(1, n) + 1e-9
+    )
+
+
 def stopped_by(trial: optuna.Trial) -> str:
     """What stopped a trial at its deadline: the reference's cap (it has one) or the budget."""
     return "the reference's cap" if trial.user_attrs.get("cost_cap_s") else "budget"
@@ -72,6 +97,7 @@ class Objective:
     ):
         self.problem, self.study, self.clock, self.cost, self.progress = problem, study, clock, cost, progress
         self.checkpoints = problem.config.out_dir / "checkpoints"
+        self.constant = constant_score(problem)
 
     def __call__(self, trial: optuna.Trial) -> float:
         role = REFERENCE if trial.user_attrs.get("reference") else ""
@@ -189,16 +215,30 @@ class Objective:
         prunable = not role and not any(
             attrs.get(k) is not None for k in ("explore", "portfolio", "promoted")
         )
+        # but none of them, with pruning on, trains on at chance: a fixed recipe trains as given
+        watched = self.problem.config.pruning and not role and not attrs.get(FIXED)
+        scores: list[float] = []
+        n_val = len(self.problem.split.get("val") or ())
 
         def report(epoch: int, metric: float, extra: dict) -> None:
             ends.append(time.time())
             trial.report(metric, epoch)
+            scores.append(metric)
             # the last epoch is never pruned: the trial has already paid for it; the reference never
-            prune = prunable and epoch < last_epoch() and trial.should_prune()
+            more = epoch < last_epoch()
+            idle = watched and more and not_learning(scores, self.constant, n_val)
+            prune = idle or (prunable and more and trial.should_prune())
             trial.set_user_attr("epochs_run", epoch)
             if prune:
                 for key, value in extra.items():  # a storage write each: only for the epoch that counts
                     trial.set_user_attr(key, value)
+                if idle:
+                    why = (
+                        f"not learning: {len(scores)} epochs, none above {self.constant:.4f} (what "
+                        "predicting the most common class scores) by more than one validation example"
+                    )
+                    trial.set_user_attr("not_learning", why)
+                    raise optuna.TrialPruned(why)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
 
         return report

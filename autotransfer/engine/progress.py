@@ -105,6 +105,7 @@ class Progress:
             value = (
                 attrs.get("skipped")
                 or attrs.get("fail_reason")
+                or attrs.get("not_learning")
                 or f"after epoch {attrs.get('epochs_run', '?')}"
             )
         state = "SKIPPED" if attrs.get("skipped") else trial.state.name

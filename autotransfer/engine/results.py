@@ -43,7 +43,7 @@ def origin(attrs: dict) -> str:
 
 def _reason(t: optuna.trial.FrozenTrial) -> str | None:
     attrs = t.user_attrs
-    reason = attrs.get("skipped") or attrs.get("fail_reason")
+    reason = attrs.get("skipped") or attrs.get("fail_reason") or attrs.get("not_learning")
     if t.state == optuna.trial.TrialState.FAIL and reason is None:
         reason = "interrupted (Ctrl-C or the worker died)"
     if t.state == optuna.trial.TrialState.PRUNED and reason is None:
