@@ -74,16 +74,37 @@ def constant_score(problem: Problem) -> float | None:
     return max(labels.count(label) for label in set(labels)) / len(labels)
 
 
-def not_learning(scores: list[float], constant: float | None, n: int) -> bool:
-    """Whether a trial has learned nothing: IDLE_EPOCHS epochs or more, none of them above what
-    predicting the most common class scores (``constant``) by more than one of the ``n`` validation
-    examples. A diverged fine-tune is this (the portfolio's LoRA of EfficientNet-Lite2 on MNIST-5k, in
-    one seed of three: validation 0.100, the ten classes' chance, for all ten of its epochs, a sixth of
-    a 10-minute search); a slow one is not: after two epochs every trial that was learning at all in
-    the recorded benchmarks was well above chance."""
-    return (
-        constant is not None and len(scores) >= IDLE_EPOCHS and max(scores) <= constant + 1 / max(1, n) + 1e-9
-    )
+def idle_check(problem: Problem, study: SearchStudy, trial: optuna.Trial, role: str):
+    """A function of each epoch's score (and whether more epochs follow) that says why the trial stops
+    as learning nothing (None: it goes on), and records that in the trial: once IDLE_EPOCHS epochs or
+    more score no better than predicting the most common class, by more than one validation example,
+    while another trial of the study already did better than that (the budget has a better use; while
+    nothing has, the user still gets the best of what ran). A diverged fine-tune is this (the
+    portfolio's LoRA of EfficientNet-Lite2 on MNIST-5k, in one seed of three: validation 0.100, the ten
+    classes' chance, for all ten of its epochs, a sixth of a 10-minute search); a slow one is not: after
+    two epochs every trial that was learning at all in the recorded benchmarks was well above chance.
+    Portfolio entries, first looks and promotions, which Hyperband never stops, are watched too; the
+    reference, a fixed recipe and --no-pruning are not."""
+    constant, scores = constant_score(problem), []
+    if constant is None or role or trial.user_attrs.get(FIXED) or not problem.config.pruning:
+        return lambda score, more: None
+    floor = constant + 1 / len(problem.split["val"]) + 1e-9
+
+    def why(score: float, more: bool) -> str | None:
+        scores.append(score)
+        if not more or len(scores) < IDLE_EPOCHS or max(scores) > floor:
+            return None
+        best = study.best()
+        if best is None or not best.value > floor:
+            return None
+        reason = (
+            f"not learning: {len(scores)} epochs, none above {constant:.4f} (what predicting the most "
+            "common class scores) by more than one validation example"
+        )
+        trial.set_user_attr("not_learning", reason)
+        return reason
+
+    return why
 
 
 def stopped_by(trial: optuna.Trial) -> str:
@@ -97,7 +118,6 @@ class Objective:
     ):
         self.problem, self.study, self.clock, self.cost, self.progress = problem, study, clock, cost, progress
         self.checkpoints = problem.config.out_dir / "checkpoints"
-        self.constant = constant_score(problem)
 
     def __call__(self, trial: optuna.Trial) -> float:
         role = REFERENCE if trial.user_attrs.get("reference") else ""
@@ -215,31 +235,19 @@ class Objective:
         prunable = not role and not any(
             attrs.get(k) is not None for k in ("explore", "portfolio", "promoted")
         )
-        # but none of them, with pruning on, trains on at chance: a fixed recipe trains as given
-        watched = self.problem.config.pruning and not role and not attrs.get(FIXED)
-        scores: list[float] = []
-        n_val = len(self.problem.split.get("val") or ())
+        idle = idle_check(self.problem, self.study, trial, role)  # nor trains on at chance (see there)
 
         def report(epoch: int, metric: float, extra: dict) -> None:
             ends.append(time.time())
             trial.report(metric, epoch)
-            scores.append(metric)
             # the last epoch is never pruned: the trial has already paid for it; the reference never
             more = epoch < last_epoch()
-            idle = watched and more and not_learning(scores, self.constant, n_val)
-            prune = idle or (prunable and more and trial.should_prune())
+            why = idle(metric, more)
             trial.set_user_attr("epochs_run", epoch)
-            if prune:
+            if why or (prunable and more and trial.should_prune()):
                 for key, value in extra.items():  # a storage write each: only for the epoch that counts
                     trial.set_user_attr(key, value)
-                if idle:
-                    why = (
-                        f"not learning: {len(scores)} epochs, none above {self.constant:.4f} (what "
-                        "predicting the most common class scores) by more than one validation example"
-                    )
-                    trial.set_user_attr("not_learning", why)
-                    raise optuna.TrialPruned(why)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metric:.4f}")
+                raise optuna.TrialPruned(why or f"pruned after epoch {epoch} at {metric:.4f}")
 
         return report
 
