@@ -82,12 +82,13 @@ def test_a_search_starts_from_the_entries_learned_at_the_budget_nearest_its_own(
     # a dataset searched at one budget only gives its entries to every search
     assert {e.budget for e in portfolio.nearest(at[300.0], other, 30.0)} == {300.0}
     assert {e.budget for e in portfolio.nearest(learned, other, 600.0)} == {None}
-    # the bundled portfolio has digits at two budgets: a short search of MNIST-5k-like data gets the
-    # three-minute entries, a long one the five-minute ones
+    # the bundled portfolio has digits at three budgets: a search of MNIST-5k-like data gets the
+    # 100-second entries below 134 s, the three-minute ones to 232 s, the five-minute ones beyond
     bundled = portfolio.load(portfolio.BUNDLED)
     mnist = next(e.meta for e in bundled if e.source == "mnist")
-    assert {e.budget for e in portfolio.nearest(bundled, mnist, 100.0) if e.source == "digits"} == {180.0}
-    assert {e.budget for e in portfolio.nearest(bundled, mnist, 600.0) if e.source == "digits"} == {300.0}
+    for budget, expected in [(30.0, 100.0), (120.0, 100.0), (150.0, 180.0), (240.0, 300.0), (600.0, 300.0)]:
+        chosen = portfolio.nearest(bundled, mnist, budget)
+        assert {e.budget for e in chosen if e.source == "digits"} == {expected}, budget
 
 
 def test_a_search_starts_from_the_nearest_entries_of_other_data(built, tmp_path):
