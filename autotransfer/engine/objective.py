@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import traceback
+from collections import Counter
 
 import optuna
 
@@ -70,8 +71,9 @@ def constant_score(problem: Problem) -> float | None:
     are not scored on accuracy)."""
     if problem.metric != "accuracy" or not problem.split.get("val"):
         return None
-    labels = [problem.inputs.dataset.labels[i] for i in problem.split["val"]]
-    return max(labels.count(label) for label in set(labels)) / len(labels)
+    labels = problem.inputs.dataset.labels
+    counts = Counter(labels[i] for i in problem.split["val"])
+    return max(counts.values()) / len(problem.split["val"])
 
 
 def idle_check(problem: Problem, study: SearchStudy, trial: optuna.Trial, role: str):
