@@ -206,6 +206,9 @@ def test_the_verdict_states_the_references_allowance_or_that_it_ran_out(tmp_path
         "2 epochs in 19.8 s of its allowance of 20.0 s; the median transfer trial took 20.0 s"
         in (verdict["verdict"])
     )
+    one = {"duration_s": 9.5, "epochs_run": 1}
+    verdict = transfer_verdict(reference_study(tmp_path / "one", optuna.trial.TrialState.COMPLETE, one))
+    assert "the reference trained 1 epoch in 9.5 s of its allowance" in verdict["verdict"]
     capped = {"duration_s": 20.1, "stopped": "the reference's cap"}
     verdict = transfer_verdict(reference_study(tmp_path / "b", optuna.trial.TrialState.PRUNED, capped))
     assert verdict["transfer_helped"] is None

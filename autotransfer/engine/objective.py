@@ -207,7 +207,7 @@ class Objective:
         if epochs == 0 and first_look(trial, self.study) and spent + prediction.total(1) < allowed:
             epochs = 1  # the first probe is the search's only fallback: it runs if one epoch may fit
         if epochs == 0 and trial.user_attrs.get(FIXED):
-            epochs = 1  # a fixed recipe is not skipped: it trains until the budget stops it
+            epochs = 1  # a fixed recipe is not skipped: one epoch at least, which the budget may stop
         if epochs == 0:
             raise too_dear(prediction.total(1), allowed - spent, SAFETY, spent + prediction.total(1))
 

@@ -17,6 +17,7 @@ from ..errors import OutOfTime
 from ..training.trainer import Monitor
 from .budget import Clock, clock_text, stopped_phrase
 from .pace import Pace
+from .results import stated_reason
 
 #: redraws of the live line per second at most
 REFRESH = 4.0
@@ -102,12 +103,7 @@ class Progress:
                     **attrs["continued"]
                 )
         else:
-            value = (
-                attrs.get("skipped")
-                or attrs.get("fail_reason")
-                or attrs.get("not_learning")
-                or f"after epoch {attrs.get('epochs_run', '?')}"
-            )
+            value = stated_reason(attrs) or f"after epoch {attrs.get('epochs_run', '?')}"
         state = "SKIPPED" if attrs.get("skipped") else trial.state.name
         who = f"{attrs.get('backbone', '?')} / {attrs.get('strategy', '?')}"
         if attrs.get("reference"):

@@ -41,9 +41,15 @@ def origin(attrs: dict) -> str:
     return ""
 
 
+def stated_reason(attrs: dict) -> str | None:
+    """Why a trial ended without a result or early, where the trial said so itself (skipped before it
+    ran, failed, stopped for not learning); the leaderboard and the progress line both show it."""
+    return attrs.get("skipped") or attrs.get("fail_reason") or attrs.get("not_learning")
+
+
 def _reason(t: optuna.trial.FrozenTrial) -> str | None:
     attrs = t.user_attrs
-    reason = attrs.get("skipped") or attrs.get("fail_reason") or attrs.get("not_learning")
+    reason = stated_reason(attrs)
     if t.state == optuna.trial.TrialState.FAIL and reason is None:
         reason = "interrupted (Ctrl-C or the worker died)"
     if t.state == optuna.trial.TrialState.PRUNED and reason is None:
@@ -126,7 +132,7 @@ def transfer_verdict(study: optuna.Study) -> dict:
             "reference": plan or None,
         }
     best_scratch, best_transfer = max(t.value for t in references), max(t.value for t in transfer)
-    seconds = references[0].user_attrs.get("duration_s")
+    seconds, ran = (references[0].user_attrs.get(key) for key in ("duration_s", "epochs_run"))
     # the median its allowance was planned from (finished transfer trials, pruned ones included)
     median = plan.get("median_transfer_s")
     if median is None:
@@ -134,7 +140,7 @@ def transfer_verdict(study: optuna.Study) -> dict:
     allowance = f" of its allowance of {plan['cap_s']:.1f} s" if "cap_s" in plan else ""
     cost = (
         (
-            f" at equal cost (the reference trained {references[0].user_attrs.get('epochs_run')} epochs in "
+            f" at equal cost (the reference trained {ran} epoch{'' if ran == 1 else 's'} in "
             f"{seconds:.1f} s{allowance}; the median transfer trial took {median:.1f} s)"
         )
         if seconds is not None

@@ -195,7 +195,8 @@ METHODS: dict[str, Method] = {
             "a fixed recipe, no search: the suite's recipe (by default a full fine-tune of "
             "the first backbone, AdamW lr 1e-4, cosine, batch 32, weight decay 0.01, recipe_epochs epochs) "
             "at the backbone's resolution; one trial, never skipped nor replaced: under a time budget it "
-            "trains until the budget stops it, and has no result when no epoch ended",
+            "trains the epochs its predicted cost fits in what the budget allows (its schedule over those), "
+            "one at least, which the budget may stop; no result when no epoch ended",
             _recipe,
         ),
         Method(
