@@ -415,7 +415,3 @@ def last_skips(study: SearchStudy, n: int) -> bool:
     """Whether the last ``n`` finished trials were all skipped: nothing more fits."""
     finished = [t for t in study.trials() if t.state.is_finished()]
     return len(finished) >= n and all(t.user_attrs.get("skipped") for t in finished[-n:])
-
-
-def reason_of(trial: optuna.trial.FrozenTrial) -> str | None:
-    return trial.user_attrs.get("skipped") or trial.user_attrs.get("fail_reason")
